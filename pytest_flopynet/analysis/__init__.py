@@ -1,0 +1,1 @@
+"""Analysis of a finished execution: the results structure, gates and comparisons."""

@@ -1,0 +1,86 @@
+"""The results structure of DESIGN.md, computed from the collector's scenario timestamps."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..model import ScenarioState
+
+
+def _trend(times: list[float], values: list[float]) -> float:
+    """Least-squares slope per scenario second (0 with fewer than two distinct times)."""
+    if len(values) < 2 or len(set(times)) < 2:
+        return 0.0
+    return float(np.polyfit(times, values, 1)[0])
+
+
+def metric_summary(times: list[float], values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {"final": values[-1], "min": min(values), "max": max(values), "mean": float(np.mean(values)),
+            "trend": _trend(times, values)}
+
+
+def execution_summary(execution) -> dict[str, Any]:
+    m = execution.metrics
+    duration = (execution.end_time or 0.0) - (execution.start_time or 0.0)
+    latency = [v for _, v in m.samples.get("network_latency_ms", [])]
+    last = m.rounds[-1] if m.rounds else None
+    return {
+        "total_duration_seconds": duration,
+        "total_duration_minutes": duration / 60,
+        "fl_rounds_completed": len(m.rounds),
+        "events_triggered": len(m.events),
+        "final_accuracy": last.accuracy if last else 0.0,
+        "final_loss": last.loss if last else math.inf,
+        "avg_network_latency": float(np.mean(latency)) if latency else 0.0,
+        "max_network_latency": max(latency, default=0.0),
+        "total_policy_violations": sum(v for _, v in m.samples.get("policy_violations", [])),
+    }
+
+
+ROUND_METRICS = ("accuracy", "loss", "bytes_up", "bytes_down")
+
+
+def metrics_analysis(execution) -> dict[str, dict[str, float]]:
+    m = execution.metrics
+    out = {}
+    for name in ROUND_METRICS:
+        out[name] = metric_summary(*m.series(name))
+    durations = [r.end_time - r.start_time for r in m.rounds]
+    out["round_duration_seconds"] = metric_summary([r.end_time for r in m.rounds], durations)
+    for name, pairs in m.samples.items():
+        out[name] = metric_summary([t for t, _ in pairs], [v for _, v in pairs])
+    return {k: v for k, v in out.items() if v}
+
+
+def recommendations(summary: dict[str, Any]) -> list[dict[str, str]]:
+    recs = []
+    if summary["fl_rounds_completed"] and summary["final_accuracy"] < 0.7:
+        recs.append({"category": "Model Performance", "priority": "high",
+                     "recommendation": "Consider increasing model complexity or training duration",
+                     "evidence": f"Final accuracy: {summary['final_accuracy']:.3f}"})
+    return recs
+
+
+def analyze(execution) -> dict[str, Any]:
+    """The seed's results structure plus the raw record (rounds and events in scenario seconds)."""
+    summary = execution_summary(execution)
+    raw = execution.metrics.to_dict()
+    return {
+        "scenario_id": execution.scenario_id,
+        "scenario_name": execution.config.name,
+        "state": str(execution.state),
+        "seed": execution.seed,
+        "backend": execution.backend,
+        "error_message": execution.error_message,
+        "execution_summary": summary,
+        "metrics_analysis": metrics_analysis(execution),
+        "custom_analysis": {},
+        "recommendations": recommendations(summary) if execution.state == ScenarioState.COMPLETED else [],
+        "export_files": [],
+        "rounds": raw["rounds"],
+        "events": raw["events"],
+    }

@@ -1,0 +1,52 @@
+"""The SDN controller model the simulated backend asks for paths: shortest paths by latency over
+links that are up, recomputed whenever the network changes, with the counters a controller keeps."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import networkx as nx
+
+from ..network.backend import LinkState
+from ..network.topology import Topology
+
+Hop = tuple[str, str]  # (link name, node the traffic enters the link from)
+
+
+class Controller:
+    def __init__(self, topology: Topology, controller_type: str = "ryu", qos_enabled: bool = False,
+                 traffic_prioritization: bool = False):
+        self.topology = topology
+        self.controller_type = controller_type
+        self.qos_enabled = qos_enabled
+        self.traffic_prioritization = traffic_prioritization
+        self._routes: dict[tuple[str, str], list[Hop] | None] = {}
+        self._graph: nx.Graph | None = None
+        self.stats = {"route_computations": 0, "reroutes": 0, "network_changes": 0}
+
+    def network_changed(self, links: Mapping[str, LinkState]) -> None:
+        """Install the new link states; routes are recomputed on demand and reroutes counted."""
+        self.stats["network_changes"] += 1
+        old = self._routes
+        g = nx.Graph()
+        g.add_nodes_from(self.topology.graph.nodes)
+        for u, v, d in self.topology.graph.edges(data=True):
+            state = links[d["link"].name]
+            if state.up:
+                g.add_edge(u, v, name=d["link"].name, delay=state.delay_ms)
+        self._graph, self._routes = g, {}
+        for key, path in old.items():
+            if self.route(*key) != path:
+                self.stats["reroutes"] += 1
+
+    def route(self, src: str, dst: str) -> list[Hop] | None:
+        """Hops from src to dst along the lowest-latency path of up links; None if unreachable."""
+        key = (src, dst)
+        if key not in self._routes:
+            self.stats["route_computations"] += 1
+            try:
+                nodes = nx.shortest_path(self._graph, src, dst, weight="delay")
+            except (nx.NetworkXNoPath, nx.NodeNotFound):
+                self._routes[key] = None
+            else:
+                self._routes[key] = [(self._graph.edges[a, b]["name"], a) for a, b in zip(nodes, nodes[1:])]
+        return self._routes[key]

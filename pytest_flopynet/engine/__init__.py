@@ -1,0 +1,1 @@
+"""Scenario time, the event scheduler and the orchestrator."""

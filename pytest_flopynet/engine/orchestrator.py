@@ -1,0 +1,209 @@
+"""The orchestrator: builds nothing itself, wires the parts and runs rounds in scenario time.
+
+A round: select clients among the available and reachable ones; download the model along routed
+paths; local training (compute time from the device profile); upload; aggregate; evaluate. Events
+and monitor samples fire from the scheduler at their exact times, including mid-transfer.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..collector import Collector, EventRecord, RoundRecord
+from ..errors import FlopynetError
+from ..fl.cluster import FLCluster
+from ..model import EventType, ScenarioConfig, ScenarioEvent, ScenarioState, event_duration
+from ..network.backend import Backend, Flow
+from ..network.topology import Topology
+from .clock import Clock
+from .events import HANDLERS, EventContext, target_clients, unsupported
+
+StatusCallback = Callable[["ScenarioExecution"], None]
+
+
+@dataclass
+class ScenarioExecution:
+    """The state of one run; keeps its metrics and error when the run fails."""
+
+    scenario_id: str
+    config: ScenarioConfig
+    seed: int
+    state: ScenarioState = ScenarioState.PENDING
+    start_time: float | None = None
+    end_time: float | None = None
+    current_round: int = 0
+    events_triggered: list[str] = field(default_factory=list)
+    metrics: Collector = field(default_factory=Collector)
+    error_message: str | None = None
+    backend: str = "sim"
+
+
+@dataclass
+class TimedCallback:
+    """`@scenario.at(t, duration=d)`: fn(execution) at t; if it returns a callable, that runs at t + d."""
+
+    time: float
+    fn: Callable[[ScenarioExecution], Any]
+    duration: float | None = None
+
+
+class Orchestrator:
+    def __init__(self, execution: ScenarioExecution, *, clock: Clock, backend: Backend, topology: Topology,
+                 cluster: FLCluster, events: list[ScenarioEvent] | None = None,
+                 callbacks: list[TimedCallback] = (), status_callbacks: list[StatusCallback] = (),
+                 on_event: Callable[..., None] | None = None, on_round_end: Callable[..., None] | None = None):
+        self.execution = execution
+        self.config = execution.config
+        self.clock, self.backend, self.topology, self.cluster = clock, backend, topology, cluster
+        self.events = list(self.config.events if events is None else events)
+        self.callbacks = list(callbacks)
+        self.status_callbacks = list(status_callbacks)
+        self.on_event = on_event
+        self.on_round_end = on_round_end
+        self._cancel = threading.Event()
+        self._resume = threading.Event()
+        self._resume.set()
+
+    # -- control ------------------------------------------------------------------------
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._resume.set()
+
+    def pause(self) -> None:
+        self._resume.clear()
+
+    def resume(self) -> None:
+        self._resume.set()
+
+    def _set_state(self, state: ScenarioState) -> None:
+        self.execution.state = state
+        for cb in self.status_callbacks:
+            cb(self.execution)
+
+    # -- run -----------------------------------------------------------------------------
+    def run(self) -> ScenarioExecution:
+        ex = self.execution
+        try:
+            self._set_state(ScenarioState.INITIALIZING)
+            self._schedule()
+            ex.start_time = self.clock.now()
+            self._set_state(ScenarioState.RUNNING)
+            self._run_rounds()
+            ex.end_time = self.clock.now()
+            self._set_state(ScenarioState.CANCELLED if self._cancel.is_set() else ScenarioState.COMPLETED)
+        except Exception as exc:  # the execution keeps what it collected, and says why it stopped
+            ex.end_time = self.clock.now()
+            ex.error_message = str(exc) if isinstance(exc, FlopynetError) else f"{type(exc).__name__}: {exc}"
+            self._set_state(ScenarioState.FAILED)
+        finally:
+            self.backend.teardown()
+        return ex
+
+    def _schedule(self) -> None:
+        reasons = [r for r in map(unsupported, self.events) if r]
+        if reasons:
+            raise FlopynetError("; ".join(sorted(set(reasons))))
+        ctx = EventContext(self.backend, self.topology, self.cluster, self.execution.seed)
+        for event in self.events:  # clients that join later are away until then
+            if event.event_type == EventType.CLIENT_JOIN:
+                for c in target_clients(event):
+                    self.cluster.set_available(c, False)
+        sched = self.clock.scheduler
+        for index, event in enumerate(self.events):
+            sched.at(event.trigger_time, lambda e=event, i=index: self._start_event(e, i, ctx), str(event.event_type))
+        for cb in self.callbacks:
+            sched.at(cb.time, lambda cb=cb: self._start_callback(cb), getattr(cb.fn, "__name__", "callback"))
+        interval = self.execution.metrics.monitor_interval
+        for k in range(int(self.config.duration_seconds // interval) + 1):
+            sched.at(k * interval, self._sample, "monitor")
+
+    def _start_event(self, event: ScenarioEvent, index: int, ctx: EventContext) -> None:
+        now = self.clock.now()
+        undo = HANDLERS[event.event_type](event, ctx, index)
+        record = EventRecord(str(event.event_type), event.target, now, description=event.description)
+        self.execution.metrics.events.append(record)
+        self.execution.events_triggered.append(f"{event.event_type}@{now:g}")
+        self._notify_event(event, "start")
+        duration = event_duration(event)
+        if duration is not None:
+            def end() -> None:
+                undo()
+                record.end_time = self.clock.now()
+                self._notify_event(event, "end")
+            self.clock.scheduler.at(now + duration, end, f"{event.event_type} end")
+
+    def _start_callback(self, cb: TimedCallback) -> None:
+        undo = cb.fn(self.execution)
+        if callable(undo) and cb.duration is not None:
+            self.clock.scheduler.at(self.clock.now() + cb.duration, undo, "callback end")
+
+    def _notify_event(self, event: ScenarioEvent, phase: str) -> None:
+        if self.on_event is not None:
+            self.on_event(event=event, phase=phase, execution=self.execution)
+
+    def _sample(self) -> None:
+        stats = self.backend.stats()
+        self.execution.metrics.sample(self.clock.now(), {
+            "network_latency_ms": stats.latency_ms,
+            "network_bandwidth_utilization": stats.bandwidth_utilization,
+            "network_packet_loss": stats.packet_loss,
+            "fl_active_clients": len(self._reachable_clients()),
+            "policy_violations": 0,  # no policy engine in this version: nothing can be violated
+            "security_events": 0,
+        })
+
+    def _reachable_clients(self) -> list[str]:
+        server = self.topology.server
+        return [c for c in self.cluster.available() if self.backend.reachable(server, c)]
+
+    def _run_rounds(self) -> None:
+        fl, end = self.config.fl_config, self.config.duration_seconds
+        rnd = 0
+        while rnd < fl.total_rounds and not self._cancel.is_set():
+            self._resume.wait()
+            now = self.clock.now()
+            if now >= end:
+                break
+            candidates = self._reachable_clients()
+            if not candidates:  # nobody to train: wait for the next thing that may change that
+                self.clock.advance_to(min(self.clock.scheduler.next_time(), end))
+                continue
+            rnd += 1
+            if not self._round(rnd, candidates, now, end):
+                break
+
+    def _round(self, rnd: int, candidates: list[str], start: float, end: float) -> bool:
+        """One FL round; False if the scenario ended before the round could finish."""
+        fl, cluster, server = self.config.fl_config, self.cluster, self.topology.server
+        deadline = min(start + fl.round_timeout_seconds, end) if fl.round_timeout_seconds else end
+        selected = cluster.select(candidates, fl.clients_per_round, rnd)
+        generation = {c: cluster.clients[c].generation for c in selected}
+        nbytes = cluster.model_bytes
+        got = self.backend.transfer([Flow(server, c, nbytes, start) for c in selected], deadline)
+        trainers = [c for c, t in zip(selected, got) if t is not None and self._alive(c, generation)]
+        updates = {u.client: u for u in cluster.train(trainers, rnd)}
+        ready = dict(zip(selected, got))
+        uploads = [Flow(c, server, nbytes, ready[c] + cluster.compute_seconds(c)) for c in trainers]
+        back = self.backend.transfer(uploads, deadline)
+        returned = [f.src for f, t in zip(uploads, back) if t is not None and self._alive(f.src, generation)]
+        now = self.clock.now()
+        if now >= end and len(returned) < len(selected):
+            return False
+        if returned:
+            cluster.aggregate([updates[c] for c in returned])
+        accuracy, loss = cluster.evaluate()
+        record = RoundRecord(rnd, start, now, returned, [c for c in selected if c not in returned],
+                             bytes_up=nbytes * sum(t is not None for t in back),
+                             bytes_down=nbytes * sum(t is not None for t in got), accuracy=accuracy, loss=loss)
+        self.execution.metrics.record_round(record)
+        self.execution.current_round = rnd
+        if self.on_round_end is not None:
+            self.on_round_end(round=rnd, metrics=record, execution=self.execution)
+        return True
+
+    def _alive(self, client: str, generation: dict[str, int]) -> bool:
+        c = self.cluster.clients[client]
+        return c.available and c.generation == generation[client]
+

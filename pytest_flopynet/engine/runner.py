@@ -1,0 +1,108 @@
+"""Run one scenario end to end: build the parts, orchestrate, analyse, write reports.
+
+`Scenario` is the object the `scenario` fixture gives a test: add events, register timed callbacks,
+then `run()`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+from ..analysis.analyzer import analyze
+from ..analysis.result import ScenarioResult
+from ..controller import Controller
+from ..fl.cluster import FLCluster
+from ..errors import FlopynetError
+from ..model import ScenarioConfig, ScenarioEvent, check
+from ..network import build_topology, make_backend
+from ..network.topology import Topology
+from ..report.exports import write_reports
+from .clock import VirtualClock
+from .orchestrator import Orchestrator, ScenarioExecution, StatusCallback, TimedCallback
+
+
+class ScenarioRunError(FlopynetError):
+    """The run stopped in the failed state; the message says why."""
+
+
+class Scenario:
+    def __init__(self, config: ScenarioConfig, *, seed: int = 0, backend: str | None = None,
+                 source: Path | None = None, reports_dir: Path | None = None, data_dir: Path | None = None,
+                 topology: Topology | None = None, controller: Controller | None = None,
+                 cluster: FLCluster | None = None, on_event: Callable | None = None,
+                 on_round_end: Callable | None = None):
+        self.config = config
+        self.seed = config.seed if config.seed is not None else seed
+        self.backend = backend or config.backend or "sim"
+        self.source = source
+        self.reports_dir = reports_dir
+        self.data_dir = data_dir
+        self._topology, self._controller, self._cluster = topology, controller, cluster
+        self.extra_events: list[ScenarioEvent] = []
+        self.callbacks: list[TimedCallback] = []
+        self.status_callbacks: list[StatusCallback] = []
+        self.on_event, self.on_round_end = on_event, on_round_end
+        self.raise_on_failure = False  # the pytest fixture sets it: a failed run fails the test
+        self.orchestrator: Orchestrator | None = None
+        self.result: ScenarioResult | None = None
+
+    @property
+    def topology(self) -> Topology:
+        if self._topology is None:
+            self._topology = build_topology(self.config, base_dir=self.source.parent if self.source else None)
+        return self._topology
+
+    @property
+    def controller(self) -> Controller:
+        if self._controller is None:
+            net = self.config.network_config
+            self._controller = Controller(self.topology, net.controller_type, net.qos_enabled,
+                                          net.traffic_prioritization)
+        return self._controller
+
+    @property
+    def cluster(self) -> FLCluster:
+        if self._cluster is None:
+            self._cluster = FLCluster(self.config, self.seed, self.data_dir)
+        return self._cluster
+
+    def add_event(self, event: ScenarioEvent) -> ScenarioEvent:
+        self.extra_events.append(event)
+        return event
+
+    def at(self, time: float, duration: float | None = None):
+        """Decorator: call fn(execution) at scenario time `time`; a callable it returns runs at time + duration."""
+        def deco(fn):
+            self.callbacks.append(TimedCallback(float(time), fn, duration))
+            return fn
+        return deco
+
+    def resolved_config(self) -> ScenarioConfig:
+        """The scenario as it runs: its events plus those added by fixtures, and the seed used."""
+        config = dataclasses.replace(self.config, events=[*self.config.events, *self.extra_events], seed=self.seed)
+        check(config, str(self.source or "<scenario>"), self.source.parent if self.source else None)
+        return config
+
+    def run(self) -> ScenarioResult:
+        config = self.resolved_config()
+        clock = VirtualClock()
+        backend = make_backend(self.backend, clock, self.controller)
+        backend.build(self.topology)
+        execution = ScenarioExecution(f"{config.name}-{self.seed}", config, self.seed, backend=self.backend)
+        self.orchestrator = Orchestrator(execution, clock=clock, backend=backend, topology=self.topology,
+                                         cluster=self.cluster, callbacks=self.callbacks,
+                                         status_callbacks=self.status_callbacks, on_event=self.on_event,
+                                         on_round_end=self.on_round_end)
+        self.orchestrator.run()
+        self.result = ScenarioResult(config, execution, analyze(execution))
+        if self.reports_dir is not None:
+            write_reports(self.result, self.reports_dir)
+        if self.raise_on_failure and execution.error_message:
+            raise ScenarioRunError(f"scenario {config.name!r} {execution.state}: {execution.error_message}")
+        return self.result
+
+
+def run_scenario(config: ScenarioConfig, **options) -> ScenarioResult:
+    """Run a scenario once (see Scenario for the options)."""
+    return Scenario(config, **options).run()

@@ -1,0 +1,19 @@
+"""Errors a user sees: one clear line each, never a traceback."""
+from __future__ import annotations
+
+
+class FlopynetError(Exception):
+    """Base of every error the CLI and the plugin report as a message, not a traceback."""
+
+
+class ScenarioValidationError(FlopynetError):
+    """A scenario file or object that breaks the contract; lists every problem found."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {path or '(top level)'}: {reason}" for path, reason in problems))
+
+
+class UnavailableError(FlopynetError):
+    """A capability this machine lacks (data set, backend, resources): tests skip with it."""

@@ -1,0 +1,91 @@
+"""Fixtures: topology, controller, fl_cluster and scenario (the runner), and event fixtures."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .discovery import resolve_scenario
+from .errors import FlopynetError, UnavailableError
+from .model import ScenarioConfig, ScenarioEvent, load_scenario
+from .testrun import make_scenario, option, seed_for_test
+
+
+def event_fixture(*events: ScenarioEvent):
+    """A fixture that adds events to the test's scenario: `partition = event_fixture(ScenarioEvent(...))`."""
+    @pytest.fixture
+    def _event_fixture(scenario):
+        for event in events:
+            scenario.add_event(event)
+        return events[0] if len(events) == 1 else events
+    return _event_fixture
+
+
+# -- fixtures ----------------------------------------------------------------------------
+
+@pytest.fixture
+def flopynet_seed(request) -> int:
+    """This test's seed (derived from --flopynet-seed and the test id)."""
+    return seed_for_test(request.config, request.node.nodeid)
+
+
+@pytest.fixture
+def scenario_source(request) -> Path | None:
+    """The file of the scenario named by @pytest.mark.scenario(name_or_path)."""
+    marker = request.node.get_closest_marker("scenario")
+    if marker is None:
+        return None
+    try:
+        return resolve_scenario(marker.args[0], [request.path.parent, request.config.rootpath])
+    except FlopynetError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def scenario_config(scenario_source) -> ScenarioConfig:
+    """The scenario under test; override this fixture to build one in Python."""
+    if scenario_source is None:
+        pytest.fail("no scenario chosen: mark the test with @pytest.mark.scenario(name_or_path) "
+                    "or override the scenario_config fixture", pytrace=False)
+    try:
+        return load_scenario(scenario_source)
+    except FlopynetError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def topology(scenario_config, scenario_source):
+    from .network import build_topology
+    try:
+        return build_topology(scenario_config, base_dir=scenario_source.parent if scenario_source else None)
+    except FlopynetError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def controller(topology, scenario_config):
+    from .controller import Controller
+    net = scenario_config.network_config
+    return Controller(topology, net.controller_type, net.qos_enabled, net.traffic_prioritization)
+
+
+@pytest.fixture
+def fl_cluster(scenario_config, flopynet_seed, request):
+    from .fl.cluster import FLCluster
+    seed = scenario_config.seed if scenario_config.seed is not None else flopynet_seed
+    data_dir = option(request.config, "data_dir")
+    try:
+        return FLCluster(scenario_config, seed, Path(data_dir) if data_dir else None)
+    except UnavailableError as exc:
+        pytest.skip(str(exc))
+    except FlopynetError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def scenario(request, scenario_config, scenario_source, topology, controller, fl_cluster):
+    """The runner for the test's scenario: add events, register `@scenario.at(t)` callbacks, `run()`."""
+    runner = make_scenario(request.config, request.node.nodeid, scenario_config, scenario_source,
+                           topology=topology, controller=controller, cluster=fl_cluster)
+    runner.raise_on_failure = True
+    return runner

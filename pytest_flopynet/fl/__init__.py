@@ -1,0 +1,1 @@
+"""Federated learning: models, data sets, partitioning, aggregation, client training, the cluster."""

@@ -1,0 +1,248 @@
+"""Load, validate and save scenarios (YAML or JSON); errors name file, field path and reason."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+import warnings
+from enum import Enum
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ..errors import ScenarioValidationError
+from .config import EventType, ScenarioConfig
+from .rules import AGGREGATION_PARAMETERS, EVENT_PARAMETERS, TARGET_KEYWORDS
+from .schema import scenario_schema
+
+
+class ScenarioWarning(UserWarning):
+    """A scenario that loads but says something doubtful (the seed's own files do)."""
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(scenario_schema())
+
+
+def _path(parts) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _schema_problems(error: jsonschema.ValidationError, prefix: tuple = ()) -> list[tuple[str, str]]:
+    path = [*prefix, *error.absolute_path]
+    v = error.validator
+    if v == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        return [(_path([*path, k]), f"unknown key (known keys: {', '.join(known)})") for k in extra]
+    if v == "type":
+        expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
+        return [(_path(path), f"expected {expected}, got {_type_name(error.instance)} {error.instance!r}")]
+    if v == "enum":
+        allowed = ", ".join(str(x) for x in error.validator_value)
+        return [(_path(path), f"{error.instance!r} is not one of: {allowed}")]
+    if v == "anyOf":
+        # Optional[X]: report against the non-null alternative
+        for sub in error.context:
+            if sub.validator != "type" or sub.validator_value != "null":
+                return _schema_problems(sub, prefix)
+    if v == "required":
+        missing = error.message.split("'")[1]
+        return [(_path([*path, missing]), "required field is missing")]
+    return [(_path(path), error.message)]
+
+
+def _build(cls: type, data: dict) -> Any:
+    """dict -> dataclass, recursively (the data is already schema-valid)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        tp, value = hints[f.name], data[f.name]
+        if dataclasses.is_dataclass(tp):
+            value = _build(tp, value)
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            value = [_build(typing.get_args(tp)[0], v) for v in value]
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def to_dict(config: ScenarioConfig) -> dict[str, Any]:
+    """Plain data (str, numbers, lists, dicts) in field order, as written to files."""
+    def plain(obj):
+        if dataclasses.is_dataclass(obj):
+            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, Enum):
+            return obj.value
+        if isinstance(obj, dict):
+            return {str(k): plain(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [plain(v) for v in obj]
+        return obj
+    return plain(config)
+
+
+def from_dict(data: Any, source: str = "<scenario>", base_dir: Path | None = None) -> ScenarioConfig:
+    """Validate plain data and build the ScenarioConfig; raises ScenarioValidationError."""
+    if not isinstance(data, dict):
+        raise ScenarioValidationError(source, [("", f"expected a mapping of scenario fields, got {_type_name(data)}")])
+    problems = []
+    for error in _validator().iter_errors(data):
+        problems += _schema_problems(error)
+    if problems:
+        raise ScenarioValidationError(source, sorted(set(problems)))
+    config = _build(ScenarioConfig, data)
+    check(config, source, base_dir)
+    return config
+
+
+def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | None = None) -> None:
+    """Rules across fields (the schema cannot say them); raises ScenarioValidationError."""
+    if not isinstance(config, ScenarioConfig):
+        raise ScenarioValidationError(source, [("", f"expected a ScenarioConfig, got {type(config).__name__}")])
+    problems: list[tuple[str, str]] = []
+    fl, net = config.fl_config, config.network_config
+    n = config.num_clients
+    if fl.clients_per_round > n:
+        problems.append(("fl_config.clients_per_round",
+                         f"{fl.clients_per_round} clients per round but the scenario has only {n} clients"))
+    if net.node_count < n + 1:
+        warnings.warn(f"{source}: network_config.node_count is {net.node_count} but the scenario has {n} clients "
+                      f"plus the server ({n + 1} hosts); the topology places all {n + 1}", ScenarioWarning, stacklevel=3)
+    if net.topology_type == "custom" and not net.custom_topology_file:
+        problems.append(("network_config.custom_topology_file", "required when topology_type is custom"))
+    problems += _check_aggregation(fl)
+    end = config.duration_seconds
+    known_targets = _known_targets(config, base_dir)
+    for i, event in enumerate(config.events):
+        where = f"events[{i}]"
+        if event.trigger_time > end:
+            problems.append((f"{where}.trigger_time", f"{event.trigger_time:g} s is past the scenario's end "
+                                                      f"(duration_minutes {config.duration_minutes:g} = {end:g} s)"))
+        problems += _check_parameters(f"{where}.parameters", event.event_type, event.parameters)
+        if known_targets is not None and event.target not in known_targets:
+            problems.append((f"{where}.target", f"unknown target {event.target!r}: not a keyword "
+                                                f"({', '.join(TARGET_KEYWORDS)}), a client of this scenario "
+                                                f"(client_1..client_{n}) or a link or node of the topology"))
+        for c in event.parameters.get("partitioned_clients", []) + event.parameters.get("clients", []):
+            if known_targets is not None and c not in known_targets:
+                problems.append((f"{where}.parameters", f"{c!r} is not a client of this scenario (client_1..client_{n})"))
+    from ..analysis.gates import GateSyntaxError, parse_gate
+    for i, gate in enumerate(config.gates):
+        try:
+            parse_gate(gate)
+        except GateSyntaxError as exc:
+            problems.append((f"gates[{i}]", str(exc)))
+    if problems:
+        raise ScenarioValidationError(source, problems)
+
+
+def _check_against(where: str, schemas: dict[str, dict], required: tuple[str, ...], params: dict, what: str):
+    problems = []
+    for name in required:
+        if name not in params:
+            problems.append((f"{where}.{name}", f"required parameter of {what} is missing"))
+    for name, value in params.items():
+        if name not in schemas:
+            known = ", ".join(schemas) or "none"
+            problems.append((f"{where}.{name}", f"unknown parameter of {what} (known: {known})"))
+            continue
+        for error in jsonschema.Draft202012Validator(schemas[name]).iter_errors(value):
+            problems += _schema_problems(error, (f"{where}.{name}",))
+    return problems
+
+
+def _check_parameters(where: str, event_type: EventType, params: dict) -> list[tuple[str, str]]:
+    schemas, required = EVENT_PARAMETERS[EventType(event_type)]
+    return _check_against(where, schemas, required, params, str(event_type))
+
+
+def _check_aggregation(fl) -> list[tuple[str, str]]:
+    method = fl.aggregation_method
+    if method not in AGGREGATION_PARAMETERS:
+        return [("fl_config.aggregation_method",
+                 f"unknown aggregation method {method!r} (known: {', '.join(AGGREGATION_PARAMETERS)})")]
+    schemas, required = AGGREGATION_PARAMETERS[method]
+    problems = _check_against("fl_config.aggregation_parameters", schemas, required, fl.aggregation_parameters, method)
+    f = fl.aggregation_parameters.get("f")
+    k = fl.clients_per_round
+    if not problems and isinstance(f, int):
+        if method in ("krum", "multikrum") and k <= 2 * f + 2:
+            problems.append(("fl_config.aggregation_parameters.f",
+                             f"{method} needs n > 2f + 2 updates per round: n = clients_per_round = {k}, f = {f}"))
+        if method == "bulyan" and k < 4 * f + 3:
+            problems.append(("fl_config.aggregation_parameters.f",
+                             f"bulyan needs n >= 4f + 3 updates per round: n = clients_per_round = {k}, f = {f}"))
+    return problems
+
+
+def _known_targets(config: ScenarioConfig, base_dir: Path | None) -> set[str] | None:
+    from ..network.topology import build_topology
+    try:
+        topo = build_topology(config, base_dir=base_dir)
+    except Exception:  # a broken custom topology file is reported when the run builds it
+        return None
+    clients = max(config.num_clients, config.network_config.node_count - 1)
+    return {*TARGET_KEYWORDS, *(f"client_{i}" for i in range(1, clients + 1)), *topo.graph.nodes, *topo.links}
+
+
+# ---------------------------------------------------------------------------------- files
+
+def loads(text: str, source: str = "<scenario>", fmt: str = "yaml", base_dir: Path | None = None) -> ScenarioConfig:
+    """Parse YAML or JSON text into a validated ScenarioConfig."""
+    try:
+        data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise ScenarioValidationError(source, [(f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise ScenarioValidationError(source, [(where, f"invalid YAML: {reason}")]) from None
+    return from_dict(data, source, base_dir)
+
+
+def load_scenario(path: str | Path) -> ScenarioConfig:
+    """Read a scenario file (.yaml, .yml or .json)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioValidationError(str(path), [("", f"cannot read the file: {exc.strerror}")]) from None
+    fmt = "json" if path.suffix == ".json" else "yaml"
+    return loads(text, str(path), fmt, base_dir=path.parent)
+
+
+def dumps(config: ScenarioConfig, fmt: str = "yaml") -> str:
+    data = to_dict(config)
+    if fmt == "json":
+        return json.dumps(data, indent=2) + "\n"
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def save_scenario(config: ScenarioConfig, path: str | Path) -> Path:
+    """Write a scenario as YAML or JSON (by suffix); load_scenario reads it back equal."""
+    path = Path(path)
+    check(config, str(path), path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps(config, "json" if path.suffix == ".json" else "yaml"), encoding="utf-8")
+    return path
+
+
+def validate(config: ScenarioConfig, source: str = "<python>") -> ScenarioConfig:
+    """Validate a ScenarioConfig built in Python exactly as a file would be."""
+    return from_dict(to_dict(config), source)
+

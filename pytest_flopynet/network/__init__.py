@@ -1,0 +1,20 @@
+"""Topologies and the backends that realise them."""
+from __future__ import annotations
+
+from ..errors import UnavailableError
+from .backend import Backend, Condition, Flow, LinkState, NetworkStats
+from .topology import Link, Topology, build_topology
+
+
+def make_backend(name: str, clock, controller) -> Backend:
+    """The backend called `name`, on the given clock and controller."""
+    if name == "sim":
+        from .sim import SimNetwork
+        return SimNetwork(clock, controller)
+    if name in ("netns", "gns3"):
+        raise UnavailableError(f"backend {name!r} is not part of this version yet; use backend 'sim'")
+    raise UnavailableError(f"unknown backend {name!r} (known: sim, netns, gns3)")
+
+
+__all__ = ["Backend", "Condition", "Flow", "Link", "LinkState", "NetworkStats", "Topology", "build_topology",
+           "make_backend"]

@@ -1,0 +1,69 @@
+"""The Backend protocol: what the orchestrator asks of any network (simulated, namespaces, GNS3)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from .topology import Topology
+
+
+@dataclass
+class Flow:
+    """`nbytes` from src to dst, starting at scenario time `start`."""
+
+    src: str
+    dst: str
+    nbytes: int
+    start: float
+    tag: str = "fl"
+    on_complete: Callable[[float], None] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A change to some links; conditions compose (delays add, losses compound, the lowest limit wins)."""
+
+    links: tuple[str, ...]
+    extra_delay_ms: float = 0.0
+    loss: float = 0.0
+    bandwidth_mbps: float | None = None
+    down: bool = False
+
+
+@dataclass(frozen=True)
+class LinkState:
+    bw_mbps: float
+    delay_ms: float
+    loss: float
+    up: bool
+
+
+@dataclass
+class NetworkStats:
+    """A sample of the network: means over links, and per-link detail."""
+
+    latency_ms: float
+    bandwidth_utilization: float
+    packet_loss: float
+    links: dict[str, dict[str, Any]]
+
+
+class Backend(Protocol):
+    name: str
+
+    def build(self, topology: Topology) -> None: ...
+
+    def transfer(self, flows: list[Flow], deadline: float = math.inf) -> list[float | None]:
+        """Run the flows; completion time of each (scenario seconds), None if not done by the deadline."""
+
+    def apply(self, condition: Condition) -> Any:
+        """Apply a condition now; the handle undoes exactly it."""
+
+    def revert(self, handle: Any) -> None: ...
+
+    def reachable(self, src: str, dst: str) -> bool: ...
+
+    def stats(self) -> NetworkStats: ...
+
+    def teardown(self) -> None: ...

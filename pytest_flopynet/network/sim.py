@@ -1,0 +1,205 @@
+"""The embedded simulated network: flows on the topology graph in scenario time (DESIGN.md, Time model).
+
+Rates are piecewise constant: concurrent flows share each link direction max-min fairly, a lossy
+path caps a flow by the Mathis bound, and rates are recomputed whenever a flow starts or ends or a
+condition changes a link, so an event that fires mid-transfer takes effect mid-transfer. Each
+transfer also pays a connection set-up of 1.5 RTT before its first byte and the one-way propagation
+delay after its last.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+from ..controller.routing import Controller, Hop
+from ..engine.clock import Clock
+from .backend import Condition, Flow, LinkState, NetworkStats
+from .flows import GOODPUT, mathis_rate, max_min_rates
+from .topology import Topology
+
+_DONE_BYTES = 1e-6
+
+
+@dataclass(eq=False)
+class _Transfer:
+    flow: Flow
+    phase: str = "wait"  # wait -> setup -> active -> tail -> done
+    remaining: float = 0.0
+    path: list[Hop] | None = None
+    ready_at: float = math.inf
+    tail_end: float = math.inf
+    rate: float = 0.0
+    done_at: float | None = None
+    conditions_seen: int = field(default=-1)
+
+
+class SimNetwork:
+    name = "sim"
+
+    def __init__(self, clock: Clock, controller: Controller | None = None):
+        self.clock = clock
+        self.controller = controller
+        self.topology: Topology | None = None
+        self._conditions: dict[int, Condition] = {}
+        self._handles = itertools.count(1)
+        self._version = 0
+        self._active: list[_Transfer] = []
+        self.links: dict[str, LinkState] = {}
+
+    # -- Backend protocol -------------------------------------------------------------
+    def build(self, topology: Topology) -> None:
+        self.topology = topology
+        if self.controller is None:
+            self.controller = Controller(topology)
+        self._recompute_links()
+
+    def apply(self, condition: Condition) -> int:
+        unknown = [name for name in condition.links if name not in self.topology.links]
+        if unknown:
+            raise KeyError(f"unknown links: {', '.join(unknown)}")
+        handle = next(self._handles)
+        self._conditions[handle] = condition
+        self._recompute_links()
+        return handle
+
+    def revert(self, handle: int) -> None:
+        del self._conditions[handle]
+        self._recompute_links()
+
+    def reachable(self, src: str, dst: str) -> bool:
+        return self.controller.route(src, dst) is not None
+
+    def stats(self) -> NetworkStats:
+        load: dict[Hop, float] = {}
+        for t in self._active:
+            if t.phase == "active" and t.path:
+                for hop in t.path:
+                    load[hop] = load.get(hop, 0.0) + t.rate
+        per_link = {}
+        for name, link in self.topology.links.items():
+            state = self.links[name]
+            cap = self._capacity(state)
+            util = max(load.get((name, link.a), 0.0), load.get((name, link.b), 0.0)) / cap if state.up else 0.0
+            per_link[name] = {"latency_ms": state.delay_ms, "bandwidth_mbps": state.bw_mbps, "loss": state.loss,
+                              "up": state.up, "utilization": util}
+        up = [d for d in per_link.values() if d["up"]] or list(per_link.values())
+        return NetworkStats(
+            latency_ms=sum(d["latency_ms"] for d in up) / len(up),
+            bandwidth_utilization=sum(d["utilization"] for d in per_link.values()) / len(per_link),
+            packet_loss=sum(d["loss"] for d in up) / len(up),
+            links=per_link,
+        )
+
+    def teardown(self) -> None:
+        self._active.clear()
+        self._conditions.clear()
+
+    # -- flows ----------------------------------------------------------------------------
+    def transfer(self, flows: list[Flow], deadline: float = math.inf) -> list[float | None]:
+        transfers = [_Transfer(f, remaining=float(f.nbytes)) for f in flows]
+        self._active = transfers
+        rates_version = None
+        try:
+            while True:
+                now = self.clock.now()
+                changed = self._advance_phases(transfers, now)
+                if all(t.phase == "done" for t in transfers):
+                    break
+                if changed or rates_version != self._version:
+                    self._reroute(transfers, now)
+                    self._allocate(transfers)
+                    rates_version = self._version
+                nxt = min(self._next_change(transfers, now), self.clock.scheduler.next_time(), deadline)
+                if math.isinf(nxt):
+                    break  # nothing can ever change: the remaining flows never finish
+                for t in transfers:
+                    if t.phase == "active":
+                        t.remaining = max(t.remaining - t.rate * (nxt - now), 0.0)
+                self.clock.advance_to(nxt)
+                if nxt >= deadline and not self._advance_phases(transfers, nxt):
+                    break
+        finally:
+            self._active = []
+        return [t.done_at for t in transfers]
+
+    def _advance_phases(self, transfers: list[_Transfer], now: float) -> bool:
+        """Move flows through their phases at time now; True if the set of active flows changed."""
+        changed = False
+        for t in transfers:
+            if t.phase == "wait" and t.flow.start <= now:
+                t.phase, changed = "setup", True
+                t.path = self.controller.route(t.flow.src, t.flow.dst)
+                t.ready_at = now + 1.5 * self._rtt(t.path) if t.path is not None else math.inf
+            if t.phase == "setup" and t.ready_at <= now:
+                t.phase, changed = "active", True
+            if t.phase == "active" and (t.remaining <= _DONE_BYTES or (t.rate > 0 and now + t.remaining / t.rate <= now)):
+                t.phase, changed = "tail", True
+                t.tail_end = now + self._rtt(t.path) / 2 if t.path is not None else math.inf
+            if t.phase == "tail" and t.tail_end <= now:
+                t.phase, t.done_at, changed = "done", now, True
+                if t.flow.on_complete is not None:
+                    t.flow.on_complete(now)
+        return changed
+
+    def _reroute(self, transfers: list[_Transfer], now: float) -> None:
+        for t in transfers:
+            if t.phase == "active":
+                t.path = self.controller.route(t.flow.src, t.flow.dst)
+            elif t.phase == "setup" and t.path is None:
+                t.path = self.controller.route(t.flow.src, t.flow.dst)
+                if t.path is not None:
+                    t.ready_at = now + 1.5 * self._rtt(t.path)
+
+    def _allocate(self, transfers: list[_Transfer]) -> None:
+        active = [t for t in transfers if t.phase == "active" and t.path is not None]
+        for t in transfers:
+            t.rate = 0.0
+        paths = {t: t.path for t in active}
+        capacity = {hop: self._capacity(self.links[hop[0]]) for t in active for hop in t.path}
+        caps = {t: mathis_rate(self._rtt(t.path), self._path_loss(t.path)) for t in active}
+        for t, rate in max_min_rates(paths, capacity, caps).items():
+            t.rate = rate
+
+    def _next_change(self, transfers: list[_Transfer], now: float) -> float:
+        times = [math.inf]
+        for t in transfers:
+            if t.phase == "wait":
+                times.append(t.flow.start)
+            elif t.phase == "setup":
+                times.append(t.ready_at)
+            elif t.phase == "active" and t.rate > 0:
+                times.append(now + t.remaining / t.rate)
+            elif t.phase == "tail":
+                times.append(t.tail_end)
+        return max(min(times), now)
+
+    # -- link state -------------------------------------------------------------------------
+    def _recompute_links(self) -> None:
+        links = {}
+        for name, link in self.topology.links.items():
+            delay, keep, bw, up = link.delay_ms, 1.0 - link.loss, link.bw_mbps, True
+            for c in self._conditions.values():
+                if name in c.links:
+                    delay += c.extra_delay_ms
+                    keep *= 1.0 - c.loss
+                    bw = min(bw, c.bandwidth_mbps) if c.bandwidth_mbps is not None else bw
+                    up = up and not c.down
+            links[name] = LinkState(bw, delay, 1.0 - keep, up)
+        self.links = links
+        self._version += 1
+        self.controller.network_changed(links)
+
+    @staticmethod
+    def _capacity(state: LinkState) -> float:
+        """Bytes/s of TCP payload a link direction carries."""
+        return state.bw_mbps * 1e6 / 8 * GOODPUT
+
+    def _rtt(self, path: list[Hop]) -> float:
+        return 2 * sum(self.links[name].delay_ms for name, _ in path) / 1000.0
+
+    def _path_loss(self, path: list[Hop]) -> float:
+        keep = 1.0
+        for name, _ in path:
+            keep *= 1.0 - self.links[name].loss
+        return 1.0 - keep

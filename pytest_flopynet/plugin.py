@@ -1,0 +1,169 @@
+"""pytest-flopynet's pytest hooks: options, ini keys, markers, scenario-file collection, gates,
+the terminal summary. The work itself lives in the package's modules."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .discovery import is_scenario_file, resolve_scenario
+from .errors import FlopynetError, UnavailableError
+from .testrun import finish, make_scenario, option, reports_root, run_seed
+from .model import load_scenario
+
+pytest_plugins = ["pytest_flopynet.fixtures"]
+
+FAMILIES = {
+    "basic_fl_training": "the basic FL training scenarios",
+    "network_instability": "FL under latency, loss, bandwidth limits and partitions",
+    "adversarial_attacks": "FL with Byzantine clients and security policies",
+    "custom_edge": "edge FL with intermittent clients",
+}
+
+
+def pytest_addhooks(pluginmanager):
+    from . import hookspecs
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("flopynet", "federated-learning robustness scenarios")
+    for name, help_, default in [
+        ("seed", "run seed; each test derives its own from it and its id", "0"),
+        ("backend", "network backend: sim (embedded, default), netns, gns3", "sim"),
+        ("reports", "folder for each scenario's results, metrics and plots", "reports"),
+        ("data_dir", "folder holding local data sets (CIFAR, MNIST)", ""),
+    ]:
+        group.addoption(f"--flopynet-{name.replace('_', '-')}", dest=f"flopynet_{name}", default=None, help=help_)
+        parser.addini(f"flopynet_{name}", help_, default=default)
+    group.addoption("--flopynet-gate", dest="flopynet_gate", action="append", default=[],
+                    help="gate 'metric op number' for every scenario (repeatable; overrides others per metric)")
+    parser.addini("flopynet_gates", "gates 'metric op number' for every scenario", type="linelist", default=[])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "scenario(name_or_path): the scenario the test's fixtures build and run")
+    config.addinivalue_line("markers", "gate(*gates): gates 'metric op number' the scenario's results must pass")
+    config.addinivalue_line("markers", "flopynet: a collected scenario file")
+    for family, text in FAMILIES.items():
+        config.addinivalue_line("markers", f"{family}: {text}")
+    config.pluginmanager.register(SummaryReporter(config), "flopynet-summary")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (f"flopynet: seed={run_seed(config)} backend={option(config, 'backend')} "
+            f"reports={reports_root(config)}")
+
+
+def _add_tags(item: pytest.Item, tags) -> None:
+    known = {line.split(":")[0].split("(")[0] for line in item.config.getini("markers")}
+    for tag in tags:
+        if tag not in known:
+            item.config.addinivalue_line("markers", f"{tag}: scenario tag")
+        item.add_marker(tag)
+
+
+def pytest_collect_file(file_path: Path, parent):
+    if is_scenario_file(file_path):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked @pytest.mark.scenario(...) also carries its scenario's tags as markers."""
+    for item in items:
+        marker = item.get_closest_marker("scenario")
+        if marker is None or isinstance(item, ScenarioItem) or not marker.args:
+            continue
+        try:
+            _add_tags(item, _load_cached(resolve_scenario(marker.args[0], [item.path.parent, config.rootpath])).tags)
+        except FlopynetError:
+            pass  # the scenario fixture reports it when the test runs
+
+
+_CACHE: dict[Path, object] = {}
+
+
+def _load_cached(path: Path):
+    if path not in _CACHE:
+        _CACHE[path] = load_scenario(path)
+    return _CACHE[path]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    try:
+        result = yield
+    except UnavailableError as exc:
+        pytest.skip(str(exc))
+    except FlopynetError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    runner = getattr(item, "funcargs", {}).get("scenario")
+    if runner is not None and not isinstance(item, ScenarioItem):
+        finish(item, runner)
+    return result
+
+
+class ScenarioFile(pytest.File):
+    """A *.scenario.yaml / scenario.yaml file: one test item that runs it and checks its gates."""
+
+    def collect(self):
+        try:
+            config = load_scenario(self.path)
+        except FlopynetError as exc:
+            raise self.CollectError(str(exc)) from None
+        item = ScenarioItem.from_parent(self, name=config.name, scenario=config)
+        item.add_marker("flopynet")
+        _add_tags(item, config.tags)
+        yield item
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, scenario, **kwargs):
+        super().__init__(**kwargs)
+        self.scenario = scenario
+
+    def runtest(self) -> None:
+        try:
+            runner = make_scenario(self.config, self.nodeid, self.scenario, self.path)
+            runner.run()
+        except UnavailableError as exc:
+            pytest.skip(str(exc))
+        finish(self, runner)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, (AssertionError, FlopynetError)):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, 0, f"scenario {self.scenario.name}"
+
+
+class SummaryReporter:
+    """Gathers each scenario's row from its report (so rows reach the xdist controller too)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.rows: list[dict] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            for key, value in report.user_properties:
+                if key == "flopynet":
+                    self.rows.append({**json.loads(value), "outcome": report.outcome, "nodeid": report.nodeid})
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if not self.rows:
+            return
+        tr = terminalreporter
+        tr.section("flopynet scenarios")
+        tr.write_line(f"{'test':<44} {'scenario':<20} {'state':<10} {'rounds':>6} {'final acc':>9} "
+                      f"{'scen. time':>11} {'gates':>6}  outcome")
+        for r in sorted(self.rows, key=lambda r: r["nodeid"]):
+            gates = f"{r['gates_passed']}/{r['gates']}" if r["gates"] else "-"
+            test = r["nodeid"].split("::", 1)[-1]
+            tr.write_line(f"{test[:44]:<44} {r['scenario'][:20]:<20} {r['state']:<10} {r['rounds']:>6} "
+                          f"{r['final_accuracy']:>9.4f} {r['duration_s']:>10.1f}s {gates:>6}  {r['outcome']}")
+        tr.write_line(f"reports: {reports_root(self.config)}")

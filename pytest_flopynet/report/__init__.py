@@ -1,0 +1,1 @@
+"""What a run leaves on disk: results, metrics and the resolved scenario."""

@@ -1,0 +1,100 @@
+"""How a pytest test runs a scenario: its seed, report folder, requirements, gates and the metrics
+it records for JUnit and the terminal summary. Shared by the fixtures and the collected scenario files."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from .analysis.gates import evaluate, failure_message, merge_gates
+from .model import ScenarioConfig
+from .seeds import derive_seed
+
+
+def option(config: pytest.Config, name: str):
+    """A --flopynet-<name> option, falling back to its ini key flopynet_<name>."""
+    value = config.getoption(f"flopynet_{name}", None)
+    return value if value not in (None, []) else config.getini(f"flopynet_{name}")
+
+
+def run_seed(config: pytest.Config) -> int:
+    return int(option(config, "seed"))
+
+
+def seed_for_test(config: pytest.Config, nodeid: str) -> int:
+    """Each test's seed derives from the run's seed and its node id, so xdist workers agree."""
+    return derive_seed(run_seed(config), nodeid)
+
+
+def reports_root(config: pytest.Config) -> Path:
+    root = Path(option(config, "reports"))
+    return root if root.is_absolute() else config.rootpath / root
+
+
+def report_folder(config: pytest.Config, nodeid: str) -> Path:
+    """One folder per test id: xdist workers never share one."""
+    return reports_root(config) / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
+
+
+def unmet_requirements(scenario: ScenarioConfig) -> str | None:
+    req = scenario.requirements
+    cores = os.cpu_count() or 1
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    if req.min_cpu_cores > cores:
+        return f"scenario {scenario.name!r} needs {req.min_cpu_cores} CPU cores, this machine has {cores}"
+    if req.min_memory_gb > memory_gb:
+        return f"scenario {scenario.name!r} needs {req.min_memory_gb:g} GiB of memory, this machine has {memory_gb:.1f}"
+    return None
+
+
+def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, source: Path | None, **parts):
+    """The Scenario runner for one test, wired to the run's options and hooks."""
+    from .engine.runner import Scenario
+    reason = unmet_requirements(scenario)
+    if reason:
+        pytest.skip(reason)
+    data_dir = option(config, "data_dir")
+    return Scenario(scenario, seed=seed_for_test(config, nodeid), backend=option(config, "backend") or None,
+                    source=source, reports_dir=report_folder(config, nodeid),
+                    data_dir=Path(data_dir) if data_dir else None,
+                    on_event=config.hook.pytest_flopynet_event, on_round_end=config.hook.pytest_flopynet_round_end,
+                    **parts)
+
+
+def gates_for(config: pytest.Config, scenario: ScenarioConfig, markers=()) -> list:
+    """Scenario file < @pytest.mark.gate < ini flopynet_gates < --flopynet-gate, per metric."""
+    marked = [g for m in markers for g in m.args]
+    return merge_gates(scenario.gates, marked, config.getini("flopynet_gates"),
+                       config.getoption("flopynet_gate") or [])
+
+
+def finish(item: pytest.Item, runner) -> None:
+    """After a run: fail on a failed execution, record metrics for JUnit and the summary, check gates."""
+    result = runner.result
+    if result is None:
+        return
+    summary = result.analysis["execution_summary"]
+    for key, value in summary.items():
+        item.user_properties.append((f"flopynet.{key}", value))
+    gates = gates_for(item.config, result.config, item.iter_markers("gate"))
+    result.gate_outcomes = evaluate(gates, result.analysis)
+    row = {"scenario": result.config.name, "state": str(result.state), "seed": runner.seed,
+           "rounds": summary["fl_rounds_completed"], "final_accuracy": summary["final_accuracy"],
+           "duration_s": summary["total_duration_seconds"], "gates_passed": sum(o.passed for o in result.gate_outcomes),
+           "gates": len(result.gate_outcomes), "report": str(result.report_dir or "")}
+    item.user_properties.append(("flopynet", json.dumps(row)))
+    if result.execution.error_message:
+        raise ScenarioFailed(f"scenario {result.config.name!r} {result.state}: {result.execution.error_message}")
+    if not all(o.passed for o in result.gate_outcomes):
+        raise GateFailed(f"scenario {result.config.name!r}: " + failure_message(result.gate_outcomes))
+
+
+class ScenarioFailed(AssertionError):
+    pass
+
+
+class GateFailed(AssertionError):
+    pass
