@@ -181,13 +181,20 @@ class Orchestrator:
         selected = cluster.select(candidates, fl.clients_per_round, rnd)
         generation = {c: cluster.clients[c].generation for c in selected}
         nbytes = cluster.model_bytes
-        got = self.backend.transfer([Flow(server, c, nbytes, start) for c in selected], deadline)
-        trainers = [c for c, t in zip(selected, got) if t is not None and self._alive(c, generation)]
-        updates = {u.client: u for u in cluster.train(trainers, rnd)}
-        ready = dict(zip(selected, got))
-        uploads = [Flow(c, server, nbytes, ready[c] + cluster.compute_seconds(c)) for c in trainers]
-        back = self.backend.transfer(uploads, deadline)
-        returned = [f.src for f, t in zip(uploads, back) if t is not None and self._alive(f.src, generation)]
+        updates, arrived = {}, {}
+
+        def downloaded(client: str):
+            def train_then_upload(t: float) -> Flow | None:
+                if not self._alive(client, generation):
+                    return None
+                updates[client] = cluster.train([client], rnd)[0]  # at the moment the model arrived
+                return Flow(client, server, nbytes, t + cluster.compute_seconds(client),
+                            on_complete=lambda t2: arrived.__setitem__(client, t2))
+            return train_then_upload
+
+        got = self.backend.transfer([Flow(server, c, nbytes, start, on_complete=downloaded(c)) for c in selected],
+                                    deadline)
+        returned = [c for c in selected if c in arrived and self._alive(c, generation)]
         now = self.clock.now()
         if now >= end and len(returned) < len(selected):
             return False
@@ -195,7 +202,7 @@ class Orchestrator:
             cluster.aggregate([updates[c] for c in returned])
         accuracy, loss = cluster.evaluate()
         record = RoundRecord(rnd, start, now, returned, [c for c in selected if c not in returned],
-                             bytes_up=nbytes * sum(t is not None for t in back),
+                             bytes_up=nbytes * len(arrived),
                              bytes_down=nbytes * sum(t is not None for t in got), accuracy=accuracy, loss=loss)
         self.execution.metrics.record_round(record)
         self.execution.current_round = rnd

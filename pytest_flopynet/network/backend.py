@@ -10,14 +10,15 @@ from .topology import Topology
 
 @dataclass
 class Flow:
-    """`nbytes` from src to dst, starting at scenario time `start`."""
+    """`nbytes` from src to dst, starting at scenario time `start`. on_complete(t) runs at the
+    arrival time of the last byte and may return follow-up flows (e.g. the upload after a download)."""
 
     src: str
     dst: str
     nbytes: int
     start: float
     tag: str = "fl"
-    on_complete: Callable[[float], None] | None = field(default=None, repr=False)
+    on_complete: Callable[[float], Any] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ class Backend(Protocol):
     def build(self, topology: Topology) -> None: ...
 
     def transfer(self, flows: list[Flow], deadline: float = math.inf) -> list[float | None]:
-        """Run the flows; completion time of each (scenario seconds), None if not done by the deadline."""
+        """Run the flows (and those their on_complete returns) until done or the deadline; the
+        completion time of each given flow in scenario seconds, None if it did not finish."""
 
     def apply(self, condition: Condition) -> Any:
         """Apply a condition now; the handle undoes exactly it."""

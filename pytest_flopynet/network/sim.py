@@ -121,11 +121,12 @@ class SimNetwork:
                     break
         finally:
             self._active = []
-        return [t.done_at for t in transfers]
+        return [t.done_at for t in transfers[:len(flows)]]
 
     def _advance_phases(self, transfers: list[_Transfer], now: float) -> bool:
-        """Move flows through their phases at time now; True if the set of active flows changed."""
-        changed = False
+        """Move flows through their phases at time now; True if the set of active flows changed.
+        Flows that a completed flow's on_complete returns join the transfer."""
+        changed, spawned = False, []
         for t in transfers:
             if t.phase == "wait" and t.flow.start <= now:
                 t.phase, changed = "setup", True
@@ -139,7 +140,9 @@ class SimNetwork:
             if t.phase == "tail" and t.tail_end <= now:
                 t.phase, t.done_at, changed = "done", now, True
                 if t.flow.on_complete is not None:
-                    t.flow.on_complete(now)
+                    follow = t.flow.on_complete(now)
+                    spawned += [follow] if isinstance(follow, Flow) else list(follow or [])
+        transfers += [_Transfer(f, remaining=float(f.nbytes)) for f in spawned]
         return changed
 
     def _reroute(self, transfers: list[_Transfer], now: float) -> None:

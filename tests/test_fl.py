@@ -1,0 +1,69 @@
+"""The FL pieces against values worked out by hand."""
+import numpy as np
+import pytest
+import torch
+
+from pytest_flopynet.errors import FlopynetError
+from pytest_flopynet.fl.aggregation import aggregate, fedavg
+from pytest_flopynet.fl.cluster import FLCluster
+from pytest_flopynet.fl.models import build_model, forward_flops
+from pytest_flopynet.fl.partition import iid
+
+
+def test_fedavg_is_the_sample_weighted_mean():
+    updates = [torch.tensor([1.0, 10.0]), torch.tensor([3.0, 20.0]), torch.tensor([7.0, 40.0])]
+    # weights 1:1:2 -> (1 + 3 + 2*7) / 4 = 4.5 and (10 + 20 + 80) / 4 = 27.5
+    assert torch.allclose(fedavg(updates, [10, 10, 20]), torch.tensor([4.5, 27.5]))
+    assert torch.allclose(aggregate("fedavg", updates, [1, 1, 2]), torch.tensor([4.5, 27.5]))
+
+
+def test_an_unavailable_rule_is_a_clear_error():
+    with pytest.raises(FlopynetError, match="'bulyan' is not available in this version"):
+        aggregate("bulyan", [torch.zeros(2)], [1])
+
+
+def test_iid_honours_every_client_size_and_keeps_clients_disjoint_while_the_pool_lasts():
+    labels = np.zeros(100)
+    parts = iid(labels, [30, 50, 20], np.random.default_rng(0))
+    assert [len(p) for p in parts] == [30, 50, 20]
+    assert len(np.unique(np.concatenate(parts))) == 100
+
+
+def test_iid_reuses_the_pool_across_clients_but_never_within_one():
+    parts = iid(np.zeros(100), [60, 60, 60], np.random.default_rng(1))
+    assert [len(np.unique(p)) for p in parts] == [60, 60, 60]
+
+
+def test_model_parameters_are_checked():
+    with pytest.raises(FlopynetError, match=r"model_parameters: depth not accepted by model 'mlp' "
+                                            r"\(accepted: hidden_layers\)"):
+        build_model("mlp", {"depth": 3}, (8, 8), 10)
+    with pytest.raises(FlopynetError, match="num_classes: 5 but the data set has 10 classes"):
+        build_model("mlp", {"num_classes": 5}, (8, 8), 10)
+    with pytest.raises(FlopynetError, match="unknown model 'transformer'"):
+        build_model("transformer", {}, (8, 8), 10)
+
+
+def test_forward_flops_counts_the_matrix_products():
+    model = build_model("mlp", {"hidden_layers": [256]}, (8, 8), 10)
+    assert forward_flops(model, (8, 8)) == 2 * (64 * 256 + 256 * 10)
+
+
+def test_cluster_sizes_bytes_and_data(tiny_config):
+    config = tiny_config(fl={"model_architecture": "mlp", "model_parameters": {"hidden_layers": [32]},
+                             "client_data_sizes": [40, 70, 90]})
+    cluster = FLCluster(config, seed=3)
+    # 64*32 + 32 weights and biases, then 32*10 + 10, float32
+    assert cluster.model_bytes == 4 * (64 * 32 + 32 + 32 * 10 + 10)
+    assert [len(c.indices) for c in cluster.clients.values()] == [40, 70, 90]
+    assert len(cluster.data.y_test) == 360  # 20% of 1797, held out
+    assert cluster.compute_seconds("client_2") == pytest.approx(70 * 3 * 2 * (64 * 32 + 32 * 10) / 2e10)
+
+
+def test_selection_is_seeded_and_draws_only_candidates(tiny_config):
+    cluster = FLCluster(tiny_config(fl={"client_data_sizes": [20] * 8}), seed=5)
+    picks = [cluster.select(["client_2", "client_4", "client_5", "client_7"], 2, r) for r in range(1, 30)]
+    assert all(len(p) == 2 and set(p) <= {"client_2", "client_4", "client_5", "client_7"} for p in picks)
+    assert len({tuple(p) for p in picks}) > 1
+    again = FLCluster(tiny_config(fl={"client_data_sizes": [20] * 8}), seed=5)
+    assert picks[0] == again.select(["client_2", "client_4", "client_5", "client_7"], 2, 1)

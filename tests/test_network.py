@@ -1,0 +1,233 @@
+"""The simulated network's time model against hand-computed transfer times (DESIGN.md, Time model)."""
+import math
+
+import networkx as nx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pytest_flopynet import NetworkConfig, ScenarioConfig
+from pytest_flopynet.controller import Controller
+from pytest_flopynet.engine.clock import VirtualClock
+from pytest_flopynet.network import Condition, Flow, build_topology
+from pytest_flopynet.network.flows import mathis_rate, max_min_rates
+from pytest_flopynet.network.sim import SimNetwork
+
+# payload bytes/s of a 10 Mbit/s link: 1448 payload bytes in every 1514-byte frame
+C10 = 10e6 / 8 * 1448 / 1514
+
+
+def network(topology_type="star", clients=2, switches=1, bw=10, latency=0.0):
+    config = ScenarioConfig(name="n", network_config=NetworkConfig(
+        topology_type=topology_type, node_count=clients + 1, switch_count=switches, link_bandwidth_mbps=bw,
+        base_latency_ms=latency))
+    topo = build_topology(config)
+    clock = VirtualClock()
+    net = SimNetwork(clock, Controller(topo))
+    net.build(topo)
+    return net, clock
+
+
+# -- max-min fairness ------------------------------------------------------------------------
+
+def test_max_min_textbook_example():
+    # link X (10) carries f1 and f2; link Y (4) carries f2 and f3: Y gives f2 and f3 2 each, f1 takes the rest
+    rates = max_min_rates({"f1": ["X"], "f2": ["X", "Y"], "f3": ["Y"]}, {"X": 10.0, "Y": 4.0})
+    assert rates == pytest.approx({"f1": 8.0, "f2": 2.0, "f3": 2.0})
+
+
+def test_a_capped_flow_leaves_its_share_to_the_others():
+    rates = max_min_rates({"a": ["L"], "b": ["L"], "c": ["L"]}, {"L": 9.0}, caps={"a": 1.0})
+    assert rates == pytest.approx({"a": 1.0, "b": 4.0, "c": 4.0})
+
+
+def test_mathis_bound():
+    # MSS 1448 B, RTT 20 ms, p = 1%: 1448 / 0.02 * 1.22 / 0.1 = 883,280 B/s
+    assert mathis_rate(0.020, 0.01) == pytest.approx(883_280)
+    assert mathis_rate(0.020, 0.0) == math.inf
+
+
+# -- transfers ------------------------------------------------------------------------------
+
+def test_one_transfer_matches_the_analytic_time():
+    net, clock = network(clients=1, latency=5.0)
+    nbytes = 76_840
+    # path client_1 - s1 - fl_server: one way 10 ms, RTT 20 ms; set-up 1.5 RTT, then bytes/C, then one way
+    expected = 0.030 + nbytes / C10 + 0.010
+    (done,) = net.transfer([Flow("fl_server", "client_1", nbytes, 0.0)])
+    assert done == pytest.approx(expected, rel=1e-9)
+    assert clock.now() == pytest.approx(expected)
+
+
+def test_two_clients_sharing_a_bottleneck_get_half_each():
+    net, _ = network(clients=2, latency=5.0)
+    nbytes = 500_000
+    alone = net.transfer([Flow("fl_server", "client_1", nbytes, 0.0)])[0]
+    net2, _ = network(clients=2, latency=5.0)
+    both = net2.transfer([Flow("fl_server", "client_1", nbytes, 0.0), Flow("fl_server", "client_2", nbytes, 0.0)])
+    # the server's link carries both: each gets C/2, so the data phase takes twice as long
+    assert both == pytest.approx([0.040 + 2 * nbytes / C10] * 2)
+    assert (both[0] - 0.040) / (alone - 0.040) == pytest.approx(2.0)
+
+
+def test_rates_change_when_a_flow_starts_and_ends():
+    net, _ = network(clients=2)
+    # A alone from 0 to 1 s sends C; from 1 s A and B share; B (0.5 C) ends at 2 s; A's last 0.5 C ends at 2.5 s
+    a, b = net.transfer([Flow("fl_server", "client_1", 2 * C10, 0.0), Flow("fl_server", "client_2", 0.5 * C10, 1.0)])
+    assert (a, b) == (pytest.approx(2.5), pytest.approx(2.0))
+
+
+def test_a_condition_that_fires_mid_transfer_takes_effect_mid_transfer():
+    net, clock = network(clients=1)
+    handles = []
+    clock.scheduler.at(1.0, lambda: handles.append(net.apply(Condition(("fl_server-s1",), bandwidth_mbps=5))))
+    clock.scheduler.at(2.0, lambda: net.revert(handles.pop()))
+    # 0-1 s at C: C sent; 1-2 s at C/2: 0.5 C; the last 0.5 C at C again: done at 2.5 s
+    (done,) = net.transfer([Flow("fl_server", "client_1", 2 * C10, 0.0)])
+    assert done == pytest.approx(2.5)
+
+
+def test_loss_caps_a_flow_at_the_mathis_bound():
+    net, _ = network(clients=1, bw=100, latency=5.0)
+    net.apply(Condition(("client_1-s1",), loss=0.01))
+    rate = 1448 / 0.020 * 1.22 / math.sqrt(0.01)  # RTT 20 ms, far below the 100 Mbit/s link
+    (done,) = net.transfer([Flow("client_1", "fl_server", int(rate), 0.0)])
+    assert done == pytest.approx(0.030 + int(rate) / rate + 0.010)
+
+
+def test_a_partitioned_flow_stalls_and_resumes():
+    net, clock = network(clients=1)
+    handles = []
+    clock.scheduler.at(0.5, lambda: handles.append(net.apply(Condition(("client_1-s1",), down=True))))
+    clock.scheduler.at(1.5, lambda: net.revert(handles.pop()))
+    (done,) = net.transfer([Flow("client_1", "fl_server", C10, 0.0)])
+    assert done == pytest.approx(2.0)  # 0.5 s sent, 1 s stalled, 0.5 s more
+
+
+def test_a_transfer_that_misses_its_deadline_reports_none():
+    net, clock = network(clients=1)
+    net.apply(Condition(("client_1-s1",), down=True))
+    assert net.transfer([Flow("client_1", "fl_server", 1000, 0.0)], deadline=3.0) == [None]
+    assert clock.now() == 3.0
+
+
+def test_a_failed_mesh_link_reroutes_and_the_transfer_completes():
+    net, clock = network("mesh", clients=1, switches=3, latency=5.0)
+    assert net.controller.route("client_1", "fl_server") == [("client_1-s2", "client_1"), ("s1-s2", "s2"),
+                                                              ("fl_server-s1", "s1")]
+    net.apply(Condition(("s1-s2",), down=True))
+    assert [name for name, _ in net.controller.route("client_1", "fl_server")] == [
+        "client_1-s2", "s2-s3", "s1-s3", "fl_server-s1"]
+    (done,) = net.transfer([Flow("client_1", "fl_server", C10, 0.0)])
+    assert done == pytest.approx(1.5 * 0.040 + 1.0 + 0.020)  # four 5 ms links: RTT 40 ms
+    assert net.controller.stats["reroutes"] >= 1
+
+
+def test_stats_sample_latency_loss_and_utilisation():
+    net, clock = network(clients=1, latency=10.0)
+    net.apply(Condition(("client_1-s1",), extra_delay_ms=30, loss=0.1))
+    samples = []
+    clock.scheduler.at(0.5, lambda: samples.append(net.stats()))
+    net.transfer([Flow("fl_server", "client_1", 10 * C10, 0.0)])
+    (s,) = samples
+    assert s.latency_ms == pytest.approx((40 + 10) / 2)
+    assert s.packet_loss == pytest.approx(0.1 / 2)
+    # Mathis: RTT 2 * 50 ms, p = 0.1 -> 1448 / 0.1 * 1.22 / sqrt(0.1) B/s on both links of the path
+    rate = 1448 / 0.1 * 1.22 / math.sqrt(0.1)
+    assert s.links["client_1-s1"]["utilization"] == pytest.approx(rate / C10)
+    assert s.bandwidth_utilization == pytest.approx(rate / C10)
+
+
+conditions = st.builds(
+    Condition,
+    links=st.lists(st.sampled_from(["fl_server-s1", "client_1-s2", "client_2-s3", "s1-s2", "s1-s3"]),
+                   min_size=1, unique=True).map(tuple),
+    extra_delay_ms=st.floats(0, 100), loss=st.floats(0, 0.5), bandwidth_mbps=st.none() | st.floats(0.1, 50),
+    down=st.booleans())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(conditions, max_size=6), st.randoms())
+def test_reverting_every_condition_restores_the_network_exactly(conds, rnd):
+    net, _ = network(clients=2, switches=3, latency=7.0)
+    before = dict(net.links)
+    routes = net.controller.route("client_1", "fl_server")
+    handles = [net.apply(c) for c in conds]
+    rnd.shuffle(handles)
+    for h in handles:
+        net.revert(h)
+    assert net.links == before
+    assert net.controller.route("client_1", "fl_server") == routes
+
+
+def test_overlapping_conditions_compose():
+    net, _ = network(clients=1, latency=10.0)
+    a = net.apply(Condition(("client_1-s1",), extra_delay_ms=30, loss=0.1, bandwidth_mbps=5))
+    b = net.apply(Condition(("client_1-s1",), extra_delay_ms=20, loss=0.2, bandwidth_mbps=8))
+    link = net.links["client_1-s1"]
+    assert (link.delay_ms, link.loss, link.bw_mbps) == (60.0, pytest.approx(1 - 0.9 * 0.8), 5.0)
+    net.revert(a)
+    link = net.links["client_1-s1"]
+    assert (link.delay_ms, link.loss, link.bw_mbps) == (30.0, pytest.approx(0.2), 8.0)
+
+
+# -- topologies ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind, switches, links, server_switch", [
+    ("star", 3, 7 + 2, "s1"),   # 7 hosts + 2 access-to-core trunks
+    ("mesh", 4, 7 + 6, "s1"),   # 7 hosts + C(4, 2) trunks
+    ("tree", 5, 7 + 4, "s1"),   # 7 hosts + 4 parent links
+])
+def test_topology_builders(kind, switches, links, server_switch):
+    config = ScenarioConfig(name="t", network_config=NetworkConfig(topology_type=kind, node_count=7,
+                                                                   switch_count=switches))
+    topo = build_topology(config)
+    assert len(topo.hosts) == 7 and len(topo.switches) == switches and len(topo.links) == links
+    assert topo.links_of("fl_server") == [f"fl_server-{server_switch}"]
+    assert topo.clients == [f"client_{i}" for i in range(1, 7)]
+    assert nx.is_connected(topo.graph)
+
+
+def test_tree_puts_clients_on_leaf_switches():
+    config = ScenarioConfig(name="t", network_config=NetworkConfig(topology_type="tree", node_count=7,
+                                                                   switch_count=5))
+    topo = build_topology(config)
+    leaves = {"s3", "s4", "s5"}
+    assert all(set(topo.graph.neighbors(c)) <= leaves for c in topo.clients)
+
+
+def test_idle_hosts_fill_up_to_node_count():
+    from pytest_flopynet import FLConfig
+    config = ScenarioConfig(name="t", fl_config=FLConfig(client_data_sizes=[10, 10], clients_per_round=2),
+                            network_config=NetworkConfig(node_count=5))
+    assert build_topology(config).hosts == ["fl_server", "client_1", "client_2", "host_1", "host_2"]
+
+
+def test_custom_topology_from_a_node_link_file(tmp_path):
+    import json
+
+    from pytest_flopynet import FLConfig
+    g = nx.Graph()
+    g.add_edge("fl_server", "core", bw_mbps=1000, delay_ms=1)
+    g.add_edge("core", "edge")
+    g.add_edge("client_1", "edge", delay_ms=25)
+    (tmp_path / "topo.json").write_text(json.dumps(nx.node_link_data(g, edges="links")))
+    config = ScenarioConfig(name="c", fl_config=FLConfig(client_data_sizes=[10], clients_per_round=1),
+                            network_config=NetworkConfig(topology_type="custom", custom_topology_file="topo.json",
+                                                         node_count=2, link_bandwidth_mbps=50, base_latency_ms=4))
+    topo = build_topology(config, base_dir=tmp_path)
+    assert sorted(topo.switches) == ["core", "edge"]
+    assert topo.link("fl_server", "core").bw_mbps == 1000 and topo.link("core", "edge").bw_mbps == 50
+    assert topo.link("client_1", "edge").delay_ms == 25 and topo.link("core", "edge").delay_ms == 4
+
+
+def test_custom_topology_without_a_client_is_a_clear_error(tmp_path):
+    import json
+
+    from pytest_flopynet.network.topology import TopologyError
+    g = nx.Graph([("fl_server", "s1")])
+    (tmp_path / "t.json").write_text(json.dumps(nx.node_link_data(g, edges="links")))
+    config = ScenarioConfig(name="c", network_config=NetworkConfig(topology_type="custom", node_count=3,
+                                                                   custom_topology_file="t.json"))
+    with pytest.raises(TopologyError, match=r"t.json: the topology lacks hosts client_1, client_2"):
+        build_topology(config, base_dir=tmp_path)

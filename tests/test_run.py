@@ -1,0 +1,158 @@
+"""Whole scenarios on the simulated backend: accuracy, scenario time, determinism, states, events."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_flopynet import Scenario, ScenarioEvent, ScenarioState, load_scenario, run_scenario
+
+DATA = Path(__file__).parent / "data"
+C = lambda mbps: mbps * 1e6 / 8 * 1448 / 1514  # noqa: E731  payload bytes/s of a link
+
+
+def test_digits_star_reaches_090_in_20_rounds():
+    """Issue 2's scenario: star, 10 clients x 150 digits samples, all 10 per round, MLP, FedAvg, 20 rounds."""
+    result = run_scenario(load_scenario(DATA / "digits_star.scenario.yaml"), seed=0)
+    assert result.state == ScenarioState.COMPLETED
+    assert result.rounds_completed == 20
+    assert result.final_accuracy >= 0.90
+    assert all(len(r["participants"]) == 10 for r in result.rounds)
+
+
+def test_one_round_takes_the_analytic_time(tiny_config):
+    config = tiny_config(fl={"model_architecture": "mlp", "model_parameters": {"hidden_layers": [256]},
+                             "client_data_sizes": [100], "clients_per_round": 1, "total_rounds": 1},
+                         net={"node_count": 2, "link_bandwidth_mbps": 10, "base_latency_ms": 5})
+    nbytes = 4 * (64 * 256 + 256 + 256 * 10 + 10)
+    one_way, rtt = 0.010, 0.020  # two 5 ms links between client and server
+    transfer = 1.5 * rtt + nbytes / C(10) + one_way
+    compute = 100 * 1 * 3 * 2 * (64 * 256 + 256 * 10) / 2e10  # samples x epochs x 3 x forward FLOPs / device
+    result = run_scenario(config, seed=1)
+    (rnd,) = result.rounds
+    assert rnd["bytes_down"] == rnd["bytes_up"] == nbytes
+    assert rnd["end_time"] - rnd["start_time"] == pytest.approx(2 * transfer + compute, rel=0.01)
+
+
+def slow_network(tiny_config, **kw):
+    """10 clients behind a 25 kbit/s star: a round of logistic regression takes ~19 s of scenario time."""
+    return tiny_config(duration_minutes=kw.pop("duration_minutes", 30),
+                       fl={"client_data_sizes": [100] * 10, "clients_per_round": 10, "total_rounds": 1000},
+                       net={"node_count": 11, "link_bandwidth_mbps": 0.025, "base_latency_ms": 10}, **kw)
+
+
+def test_a_30_minute_scenario_reports_scenario_time(tiny_config):
+    result = run_scenario(slow_network(tiny_config), seed=2)
+    summary = result.analysis["execution_summary"]
+    assert summary["total_duration_seconds"] == pytest.approx(1800.0)
+    assert summary["total_duration_minutes"] == pytest.approx(30.0)
+    nbytes = 4 * (64 * 10 + 10)
+    # each direction: 10 flows share the server's link: 10 * bytes / C, plus set-up and propagation
+    round_time = 2 * (1.5 * 0.040 + 10 * nbytes / C(0.025) + 0.020)
+    assert summary["fl_rounds_completed"] == int(1800 // round_time)
+    times, _ = result.metrics.series("network_latency_ms")
+    assert times == [10.0 * k for k in range(181)]  # sampled every 10 s of scenario time, 0..1800
+
+
+def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
+    scenario = DATA / "digits_star.scenario.yaml"
+
+    def run(seed, name):
+        out = tmp_path / name
+        proc = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", "run", str(scenario), "--seed",
+                               str(seed), "--json", str(out / "results.json"), "--reports", str(out)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return (out / "results.json").read_bytes(), (out / f"digits_star-seed{seed}" / "metrics.json").read_bytes()
+
+    first, second, other = run(7, "a"), run(7, "b"), run(8, "c")
+    assert first == second
+    assert first[1] != other[1]
+    results = json.loads(first[0])
+    assert results["seed"] == 7 and results["execution_summary"]["fl_rounds_completed"] == 20
+    assert set(results) >= {"scenario_id", "scenario_name", "execution_summary", "metrics_analysis",
+                            "custom_analysis", "recommendations", "export_files", "rounds", "events"}
+
+
+def test_states_and_status_callbacks(tiny_config):
+    runner = Scenario(tiny_config(), seed=0)
+    seen = []
+    runner.status_callbacks.append(lambda ex: seen.append(ex.state))
+    runner.run()
+    assert seen == [ScenarioState.INITIALIZING, ScenarioState.RUNNING, ScenarioState.COMPLETED]
+
+
+def test_a_failed_run_keeps_its_metrics_and_error(tiny_config):
+    runner = Scenario(slow_network(tiny_config, duration_minutes=5), seed=0)
+
+    @runner.at(100)
+    def explode(execution):
+        raise RuntimeError("the lab caught fire")
+
+    result = runner.run()
+    assert result.state == ScenarioState.FAILED
+    assert result.execution.error_message == "RuntimeError: the lab caught fire"
+    assert result.execution.end_time == pytest.approx(100.0)
+    assert 1 <= result.rounds_completed <= 100 / 19
+    assert result.analysis["execution_summary"]["total_duration_seconds"] == pytest.approx(100.0)
+
+
+def test_cancel_stops_after_the_current_round(tiny_config):
+    runner = Scenario(tiny_config(fl={"total_rounds": 10}), seed=0)
+    runner.on_round_end = lambda round, metrics, execution: round == 2 and runner.orchestrator.cancel()
+    result = runner.run()
+    assert result.state == ScenarioState.CANCELLED and result.rounds_completed == 2
+
+
+def test_events_start_and_end_at_their_times_and_restore_the_network(tiny_config):
+    config = slow_network(tiny_config, duration_minutes=5, events=[ScenarioEvent(
+        "network_latency_increase", 95, "all_links", {"latency_increase_ms": 40}, duration=100)])
+    result = run_scenario(config, seed=0)
+    assert result.events == [{"event_type": "network_latency_increase", "target": "all_links",
+                              "start_time": 95.0, "end_time": 195.0, "description": ""}]
+    latency = dict(zip(*result.metrics.series("network_latency_ms")))
+    assert latency[90.0] == 10.0 and latency[100.0] == latency[190.0] == 50.0 and latency[200.0] == 10.0
+    # a round running across t = 95 s is slowed from that moment, not from its next round
+    crossing = next(r for r in result.rounds if r["start_time"] < 95 < r["end_time"])
+    before = result.rounds[0]["end_time"] - result.rounds[0]["start_time"]
+    assert crossing["end_time"] - crossing["start_time"] > before
+
+
+@pytest.mark.parametrize("timeout", [None, 30.0])
+def test_a_partitioned_client_misses_exactly_the_rounds_it_is_cut_off(tiny_config, timeout):
+    config = slow_network(tiny_config, duration_minutes=5, events=[ScenarioEvent(
+        "network_partition", 60, "client_group", {"partitioned_clients": ["client_3"], "partition_duration": 90})])
+    config.fl_config.round_timeout_seconds = timeout
+    result = run_scenario(config, seed=0)
+    for r in result.rounds:
+        if r["start_time"] >= 150:
+            assert "client_3" in r["participants"]
+        elif r["start_time"] >= 60:
+            assert "client_3" not in r["participants"] + r["stragglers"]  # not even selected
+    crossing = next(r for r in result.rounds if r["start_time"] < 60 < r["end_time"])
+    if timeout is None:  # the server waits: client_3's stalled transfer resumes when the partition ends
+        assert "client_3" in crossing["participants"] and crossing["end_time"] > 150
+    else:  # the round closes at its deadline without client_3
+        assert crossing["stragglers"] == ["client_3"]
+        assert crossing["end_time"] == pytest.approx(crossing["start_time"] + 30)
+
+
+def test_timed_callbacks_and_their_undo(tiny_config):
+    runner = Scenario(slow_network(tiny_config, duration_minutes=2), seed=0)
+    calls = []
+
+    @runner.at(30, duration=20)
+    def mark(execution):
+        calls.append(("start", runner.orchestrator.clock.now()))
+        return lambda: calls.append(("end", runner.orchestrator.clock.now()))
+
+    runner.run()
+    assert calls == [("start", 30.0), ("end", 50.0)]
+
+
+def test_an_event_type_without_an_effect_yet_fails_the_run_clearly(tiny_config):
+    config = tiny_config(events=[ScenarioEvent("data_drift", 1, "client_1", {"severity": 0.5})])
+    result = run_scenario(config, seed=0)
+    assert result.state == ScenarioState.FAILED
+    assert result.execution.error_message == "event type data_drift has no effect in this version yet"
