@@ -64,6 +64,13 @@ def _add_tags(item: pytest.Item, tags) -> None:
         item.add_marker(tag)
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config):
+    """Never collect the resolved scenario files a run writes into the reports folder."""
+    if collection_path == reports_root(config):
+        return True
+    return None
+
+
 def pytest_collect_file(file_path: Path, parent):
     if is_scenario_file(file_path):
         return ScenarioFile.from_parent(parent, path=file_path)

@@ -1,0 +1,203 @@
+"""The pytest plugin as users meet it: pytest processes in a scratch project (pytester)."""
+import textwrap
+
+import pytest
+
+TINY = """\
+name: {name}
+duration_minutes: 10
+tags: {tags}
+fl_config:
+  model_architecture: logreg
+  total_rounds: 3
+  clients_per_round: 3
+  learning_rate: 0.2
+  client_data_sizes: [100, 100, 100]
+network_config: {{topology_type: star, node_count: 4, link_bandwidth_mbps: 10, base_latency_ms: 5}}
+gates: {gates}
+"""
+
+
+def scenario_file(pytester, path, name="tiny", tags="[]", gates="[]"):
+    p = pytester.path / path
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(TINY.format(name=name, tags=tags, gates=gates))
+    return p
+
+
+# Each run is a real pytest process (runpytest_subprocess): torch cannot be imported twice in one.
+INI = "[pytest]\naddopts = --strict-markers -p no:cacheprovider\n"
+
+
+@pytest.fixture
+def project(pytester):
+    pytester.makeini(INI)
+    return pytester
+
+
+def test_scenario_files_are_collected_and_run(project):
+    scenario_file(project, "scenarios/basic/scenario.yaml", name="basic", gates="['final_accuracy >= 0.5']")
+    scenario_file(project, "more/edge.scenario.yaml", name="edge")
+    result = project.runpytest_subprocess("-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*more/edge.scenario.yaml::edge PASSED*",
+                                 "*scenarios/basic/scenario.yaml::basic PASSED*",
+                                 "*flopynet scenarios*", "basic * completed * 3 * 1/1  passed"])
+    assert (project.path / "reports" / "scenarios_basic_scenario.yaml_basic" / "results.json").is_file()
+
+
+def test_seed_is_in_the_header(project):
+    scenario_file(project, "a.scenario.yaml")
+    project.runpytest_subprocess("--flopynet-seed", "42").stdout.fnmatch_lines(["flopynet: seed=42 backend=sim reports=*"])
+
+
+def test_a_failing_gate_names_every_gate_and_the_command_line_relaxes_it(project):
+    scenario_file(project, "g.scenario.yaml", name="gated",
+                  gates="['final_accuracy >= 0.999', 'fl_rounds_completed >= 3']")
+    failed = project.runpytest_subprocess()
+    failed.assert_outcomes(failed=1)
+    failed.stdout.fnmatch_lines(["*scenario 'gated': 1 of 2 gates failed:*",
+                                 "*[[]FAIL[]] final_accuracy >= 0.999  (actual: 0.*)*",
+                                 "*[[]PASS[]] fl_rounds_completed >= 3  (actual: 3)*"])
+    assert "Traceback" not in failed.stdout.str()
+    project.runpytest_subprocess("--flopynet-gate", "final_accuracy >= 0.5").assert_outcomes(passed=1)
+
+
+def test_gates_from_ini_and_markers_and_their_order(project):
+    project.makeini(INI + "flopynet_gates =\n    final_accuracy >= 0.99\n")
+    scenario_file(project, "scenarios/tiny/scenario.yaml")
+    project.makepyfile(test_marked=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.scenario("tiny")
+        @pytest.mark.gate("final_accuracy >= 0.0", "fl_rounds_completed == 3")
+        def test_marker_loses_to_ini(scenario):
+            scenario.run()
+    """))
+    result = project.runpytest_subprocess("test_marked.py")
+    result.assert_outcomes(failed=1)  # the ini's 0.99 overrides the marker's 0.0
+    result.stdout.fnmatch_lines(["*[[]FAIL[]] final_accuracy >= 0.99*", "*[[]PASS[]] fl_rounds_completed == 3*"])
+    project.runpytest_subprocess("test_marked.py", "--flopynet-gate", "final_accuracy>=0.1").assert_outcomes(passed=1)
+
+
+def test_tags_and_families_select_scenarios_and_tests(project):
+    scenario_file(project, "scenarios/unstable/scenario.yaml", name="unstable", tags="[network_instability, lab]")
+    scenario_file(project, "scenarios/calm/scenario.yaml", name="calm", tags="[basic_fl_training]")
+    project.makepyfile(test_fam=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.scenario("unstable")
+        def test_unstable(scenario):
+            assert scenario.run().rounds_completed == 3
+
+        @pytest.mark.scenario("calm")
+        def test_calm(scenario):
+            scenario.run()
+    """))
+    result = project.runpytest_subprocess("-m", "network_instability", "-v")
+    result.assert_outcomes(passed=2, deselected=2)
+    result.stdout.fnmatch_lines(["*unstable/scenario.yaml::unstable PASSED*", "*test_fam.py::test_unstable PASSED*"])
+    project.runpytest_subprocess("-m", "lab").assert_outcomes(passed=2, deselected=2)
+
+
+def test_a_bad_scenario_file_is_one_clear_collection_error(project):
+    (project.path / "bad.scenario.yaml").write_text("name: bad\nfl_config: {total_rounds: ten}\n")
+    scenario_file(project, "good.scenario.yaml")
+    result = project.runpytest_subprocess("--continue-on-collection-errors")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*bad.scenario.yaml: fl_config.total_rounds: expected integer, got string 'ten'*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_fixtures_events_hooks_and_junit_properties(project):
+    scenario_file(project, "scenarios/tiny/scenario.yaml")
+    project.makeconftest(textwrap.dedent("""
+        SEEN = []
+
+        def pytest_flopynet_event(event, phase, execution):
+            SEEN.append((str(event.event_type), phase))
+
+        def pytest_flopynet_round_end(round, metrics, execution):
+            SEEN.append(("round", round))
+    """))
+    project.makepyfile(test_events=textwrap.dedent("""
+        import pytest
+        from pytest_flopynet import ScenarioEvent, event_fixture
+        from conftest import SEEN
+
+        slow = event_fixture(ScenarioEvent(event_type="network_latency_increase", trigger_time=0.05,
+                                           target="all_links", parameters={"latency_increase_ms": 20},
+                                           duration=0.1))
+
+        @pytest.mark.scenario("tiny")
+        def test_slow(scenario, slow, topology, controller, fl_cluster):
+            assert len(topology.clients) == 3 and fl_cluster.model_bytes == 2600
+            result = scenario.run()
+            assert [e["start_time"] for e in result.events] == [0.05]
+            assert [s for s in SEEN if s[0] != "round"] == [("network_latency_increase", "start"),
+                                                             ("network_latency_increase", "end")]
+            assert [s for s in SEEN if s[0] == "round"] == [("round", 1), ("round", 2), ("round", 3)]
+    """))
+    result = project.runpytest_subprocess("test_events.py", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=1)
+    junit = (project.path / "junit.xml").read_text()
+    assert '<property name="flopynet.fl_rounds_completed" value="3"' in junit
+    assert 'name="flopynet.final_accuracy"' in junit
+
+
+def test_a_test_without_a_scenario_says_how_to_choose_one(project):
+    project.makepyfile(test_none="def test_x(scenario):\n    scenario.run()\n")
+    result = project.runpytest_subprocess()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*no scenario chosen: mark the test with @pytest.mark.scenario(name_or_path)*"])
+
+
+def test_a_scenario_can_be_built_in_python_by_overriding_scenario_config(project):
+    project.makepyfile(test_py=textwrap.dedent("""
+        import pytest
+        from pytest_flopynet import FLConfig, NetworkConfig, ScenarioConfig
+
+        @pytest.fixture
+        def scenario_config():
+            return ScenarioConfig(name="py", fl_config=FLConfig(model_architecture="logreg", total_rounds=2,
+                                  clients_per_round=2, client_data_sizes=[80, 80], learning_rate=0.2),
+                                  network_config=NetworkConfig(node_count=3))
+
+        def test_py(scenario):
+            result = scenario.run()
+            assert result.rounds_completed == 2
+            assert result.state == "completed"
+    """))
+    project.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+def test_requirements_beyond_this_machine_skip_with_the_reason(project):
+    p = scenario_file(project, "big.scenario.yaml", name="big")
+    p.write_text(p.read_text() + "requirements: {min_cpu_cores: 4096, min_memory_gb: 1}\n")
+    result = project.runpytest_subprocess("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*scenario 'big' needs 4096 CPU cores, this machine has *"])
+
+
+def test_an_unavailable_backend_skips_with_the_reason(project):
+    scenario_file(project, "n.scenario.yaml")
+    result = project.runpytest_subprocess("-rs", "--flopynet-backend", "netns")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*backend 'netns' is not part of this version yet*"])
+
+
+def test_strict_markers_are_clean_for_every_marker_the_plugin_uses(project):
+    project.makepyfile(test_m=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.basic_fl_training
+        @pytest.mark.network_instability
+        @pytest.mark.adversarial_attacks
+        @pytest.mark.custom_edge
+        @pytest.mark.flopynet
+        @pytest.mark.gate("final_accuracy >= 0")
+        @pytest.mark.scenario("x")
+        def test_m():
+            pass
+    """))
+    project.runpytest_subprocess("--strict-markers").assert_outcomes(passed=1)
