@@ -31,7 +31,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("flopynet", "federated-learning robustness scenarios")
     for name, help_, default in [
         ("seed", "run seed; each test derives its own from it and its id", "0"),
-        ("backend", "network backend: sim (embedded, default), netns, gns3", "sim"),
+        ("backend", "network backend for every scenario: sim, netns, gns3 (default: the scenario's own "
+                    "backend, else sim)", ""),
         ("reports", "folder for each scenario's results, metrics and plots", "reports"),
         ("data_dir", "folder holding local data sets (CIFAR, MNIST)", ""),
     ]:
@@ -52,7 +53,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return (f"flopynet: seed={run_seed(config)} backend={option(config, 'backend')} "
+    return (f"flopynet: seed={run_seed(config)} backend={option(config, 'backend') or 'sim'} "
             f"reports={reports_root(config)}")
 
 

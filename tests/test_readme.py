@@ -46,10 +46,10 @@ def test_the_documented_option_defaults_are_the_real_ones(pytester):
         def test_o(pytestconfig):
             ini = {k: pytestconfig.getini(k) for k in
                    ("flopynet_seed", "flopynet_backend", "flopynet_reports", "flopynet_data_dir", "flopynet_gates")}
-            assert ini == {"flopynet_seed": "0", "flopynet_backend": "sim", "flopynet_reports": "reports",
+            assert ini == {"flopynet_seed": "0", "flopynet_backend": "", "flopynet_reports": "reports",
                            "flopynet_data_dir": "", "flopynet_gates": []}
     """)
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
-    for row in ("| `--flopynet-seed N` | `flopynet_seed` | 0 |", "| `--flopynet-backend B` | `flopynet_backend` | sim |",
+    for row in ("| `--flopynet-seed N` | `flopynet_seed` | 0 |", "| `--flopynet-backend B` | `flopynet_backend` | |",
                 "| `--flopynet-reports DIR` | `flopynet_reports` | reports |"):
         assert row in README

@@ -105,6 +105,23 @@ def test_cancel_stops_after_the_current_round(tiny_config):
     assert result.state == ScenarioState.CANCELLED and result.rounds_completed == 2
 
 
+def test_pause_and_resume_between_rounds(tiny_config):
+    import threading
+    runner = Scenario(tiny_config(fl={"total_rounds": 4}), seed=0)
+    seen = []
+    runner.status_callbacks.append(lambda ex: seen.append((ex.state.value, ex.current_round)))
+
+    def pause_after_two(round, metrics, execution):
+        if round == 2:
+            runner.orchestrator.pause()
+            threading.Timer(0.05, runner.orchestrator.resume).start()
+
+    runner.on_round_end = pause_after_two
+    result = runner.run()
+    assert seen == [("initializing", 0), ("running", 0), ("paused", 2), ("running", 2), ("completed", 4)]
+    assert result.rounds_completed == 4
+
+
 def test_events_start_and_end_at_their_times_and_restore_the_network(tiny_config):
     config = slow_network(tiny_config, duration_minutes=5, events=[ScenarioEvent(
         "network_latency_increase", 95, "all_links", {"latency_increase_ms": 40}, duration=100)])

@@ -162,7 +162,12 @@ class Orchestrator:
         fl, end = self.config.fl_config, self.config.duration_seconds
         rnd = 0
         while rnd < fl.total_rounds and not self._cancel.is_set():
-            self._resume.wait()
+            if not self._resume.is_set():  # paused between rounds until resume() or cancel()
+                self._set_state(ScenarioState.PAUSED)
+                self._resume.wait()
+                if self._cancel.is_set():
+                    break
+                self._set_state(ScenarioState.RUNNING)
             now = self.clock.now()
             if now >= end:
                 break
