@@ -1,7 +1,7 @@
 """The FL cluster: a server's global model and its clients' data, trained for real with PyTorch."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from ..model import ScenarioConfig
 from ..seeds import derive_seed
 from .aggregation import aggregate
+from .attacks import Tamper
 from .datasets import load_dataset
 from .executor import LocalTask, SequentialExecutor, Update
 from .models import build_model, forward_flops
@@ -32,6 +33,7 @@ class ClientState:
     device: DeviceProfile
     available: bool = True
     generation: int = 0  # bumped when the client fails, so an update started before is lost
+    tampers: list[Tamper] = field(default_factory=list)  # active attacks and drifts, oldest first
 
 
 class FLCluster:
@@ -79,12 +81,30 @@ class FLCluster:
         return work / c.device.flops_per_second * c.device.slowdown
 
     def train(self, names: list[str], round_number: int) -> list[Update]:
+        """Local training of each named client from the current global model, with its active
+        data attacks applied to its data before and its update attacks to its parameters after."""
         tasks = []
         for name in names:
             idx = torch.from_numpy(self.clients[name].indices)
-            tasks.append(LocalTask(name, self.data.x_train[idx], self.data.y_train[idx],
-                                   derive_seed(self.seed, "train", round_number, name)))
-        return self.executor.train(self.global_params, tasks)
+            x, y = self.data.x_train[idx], self.data.y_train[idx]
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "tamper-data", round_number, name))
+            for tamper in self.clients[name].tampers:
+                if tamper.on_data:
+                    x, y = tamper.data(x, y, self.data.num_classes, gen)
+            tasks.append(LocalTask(name, x, y, derive_seed(self.seed, "train", round_number, name)))
+        updates = self.executor.train(self.global_params, tasks)
+        for u in updates:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "tamper-update", round_number, u.client))
+            for tamper in self.clients[u.client].tampers:
+                if not tamper.on_data:
+                    u.params = tamper.update(u.params, self.global_params, gen)
+        return updates
+
+    def add_tamper(self, name: str, tamper: Tamper) -> None:
+        self.clients[name].tampers.append(tamper)
+
+    def remove_tamper(self, name: str, tamper: Tamper) -> None:
+        self.clients[name].tampers.remove(tamper)
 
     def aggregate(self, updates: list[Update]) -> None:
         fl = self.config.fl_config
