@@ -17,9 +17,11 @@ def test_fedavg_is_the_sample_weighted_mean():
     assert torch.allclose(aggregate("fedavg", updates, [1, 1, 2]), torch.tensor([4.5, 27.5]))
 
 
-def test_an_unavailable_rule_is_a_clear_error():
-    with pytest.raises(FlopynetError, match="'bulyan' is not available in this version"):
-        aggregate("bulyan", [torch.zeros(2)], [1])
+def test_an_unknown_or_stateful_rule_is_a_clear_error():
+    with pytest.raises(FlopynetError, match="unknown method 'fedsgd'"):
+        aggregate("fedsgd", [torch.zeros(2)], [1])
+    with pytest.raises(FlopynetError, match=r"fedadam keeps server state between rounds: use make_aggregator"):
+        aggregate("fedadam", [torch.zeros(2)], [1])
 
 
 def test_iid_honours_every_client_size_and_keeps_clients_disjoint_while_the_pool_lasts():

@@ -10,12 +10,12 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from ..model import ScenarioConfig
 from ..seeds import derive_seed
-from .aggregation import aggregate
+from .aggregation import make_aggregator
 from .attacks import Tamper
 from .datasets import load_dataset
-from .executor import LocalTask, SequentialExecutor, Update
+from .executor import AutoExecutor, BatchedExecutor, LocalTask, SequentialExecutor, Update
 from .models import build_model, forward_flops
-from .partition import client_sizes, partition
+from .partition import Partitioner, client_sizes, partition
 
 
 @dataclass
@@ -37,25 +37,37 @@ class ClientState:
 
 
 class FLCluster:
-    def __init__(self, config: ScenarioConfig, seed: int, data_dir: Path | None = None):
+    def __init__(self, config: ScenarioConfig, seed: int, data_dir: Path | None = None, *,
+                 partitioner: Partitioner | None = None, executor: str = "auto"):
+        """`partitioner` replaces the split data_distribution names (e.g. Dirichlet with another alpha);
+        `executor` is "auto" (batched for several clients when the model allows), "sequential" or "batched"."""
         fl = config.fl_config
         self.config, self.seed = config, seed
-        self.data = load_dataset(fl.dataset, derive_seed(seed, "data"), data_dir)
+        names = config.client_names
+        self.data = load_dataset(fl.dataset, derive_seed(seed, "data"), data_dir, client_sizes=fl.client_data_sizes,
+                                 num_clients=len(names), model_parameters=fl.model_parameters)
         torch.manual_seed(derive_seed(seed, "init"))
         self.model = build_model(fl.model_architecture, fl.model_parameters, self.data.input_shape,
                                  self.data.num_classes)
         self.global_params = parameters_to_vector(self.model.parameters()).detach().clone()
         self.model_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.flops_per_sample = 3 * forward_flops(self.model, self.data.input_shape)
-        names = config.client_names
-        sizes = client_sizes(fl.client_data_sizes, len(names), len(self.data.y_train))
-        parts = partition(fl.data_distribution, self.data.y_train.numpy(), sizes,
-                          np.random.default_rng(derive_seed(seed, "partition")))
+        if self.data.client_indices is not None:  # per-client data by construction: nothing to split
+            parts = self.data.client_indices
+        else:
+            sizes = client_sizes(fl.client_data_sizes, len(names), len(self.data.y_train))
+            rng = np.random.default_rng(derive_seed(seed, "partition"))
+            labels = self.data.y_train.numpy()
+            parts = partitioner(labels, sizes, rng) if partitioner else partition(fl.data_distribution, labels, sizes, rng)
         self.clients = {n: ClientState(n, idx, DeviceProfile()) for n, idx in zip(names, parts)}
-        self.executor = SequentialExecutor(self.model, local_epochs=fl.local_epochs, batch_size=fl.batch_size,
-                                           learning_rate=fl.learning_rate,
-                                           mu=float(fl.aggregation_parameters.get("mu", 0.0))
-                                           if fl.aggregation_method == "fedprox" else 0.0)
+        executors = {"auto": AutoExecutor, "sequential": SequentialExecutor, "batched": BatchedExecutor}
+        self.executor = executors[executor](self.model, local_epochs=fl.local_epochs, batch_size=fl.batch_size,
+                                            learning_rate=fl.learning_rate,
+                                            mu=float(fl.aggregation_parameters.get("mu", 0.0))
+                                            if fl.aggregation_method == "fedprox" else 0.0)
+        self.aggregator = make_aggregator(fl.aggregation_method, fl.aggregation_parameters)
+        self.server_state: dict = {"num_clients": len(names)}  # the aggregator's memory between rounds
+        self.control_variates: dict[str, torch.Tensor] = {}  # SCAFFOLD's c_i, zero until a client reports
 
     # -- membership ----------------------------------------------------------------------
     def available(self) -> list[str]:
@@ -80,9 +92,32 @@ class FLCluster:
         work = len(c.indices) * self.config.fl_config.local_epochs * self.flops_per_sample
         return work / c.device.flops_per_second * c.device.slowdown
 
-    def train(self, names: list[str], round_number: int) -> list[Update]:
+    @property
+    def keeps_partial_work(self) -> bool:
+        """FedProx aggregates what a straggler managed before the deadline (Li et al. 2020); the other
+        rules drop stragglers."""
+        return self.config.fl_config.aggregation_method == "fedprox"
+
+    def work_fraction(self, name: str, seconds: float) -> float:
+        """The share of its local epochs the client completes in `seconds` of compute, in [0, 1]."""
+        needed = self.compute_seconds(name)
+        return 1.0 if needed <= 0 else max(0.0, min(1.0, seconds / needed))
+
+    def local_steps(self, name: str) -> int:
+        """SGD steps of the client's full local work: local_epochs x ceil(samples / batch_size)."""
+        fl = self.config.fl_config
+        return fl.local_epochs * -(-len(self.clients[name].indices) // fl.batch_size)
+
+    def train(self, names: list[str], round_number: int, work: dict[str, float] | None = None) -> list[Update]:
         """Local training of each named client from the current global model, with its active
-        data attacks applied to its data before and its update attacks to its parameters after."""
+        data attacks applied to its data before and its update attacks to its parameters after.
+
+        `work` gives a client a fraction of its local steps (a straggler's partial work, at least one
+        step); the others do all their local epochs. For SCAFFOLD each client's gradient is corrected
+        by c - c_i."""
+        work = work or {}
+        scaffold = self.config.fl_config.aggregation_method == "scaffold"
+        c = self.server_state.get("c")
         tasks = []
         for name in names:
             idx = torch.from_numpy(self.clients[name].indices)
@@ -91,7 +126,12 @@ class FLCluster:
             for tamper in self.clients[name].tampers:
                 if tamper.on_data:
                     x, y = tamper.data(x, y, self.data.num_classes, gen)
-            tasks.append(LocalTask(name, x, y, derive_seed(self.seed, "train", round_number, name)))
+            max_steps = max(1, int(work[name] * self.local_steps(name))) if name in work else None
+            correction = None
+            if scaffold and c is not None:
+                correction = c - self.control_variates.get(name, torch.zeros_like(c))
+            tasks.append(LocalTask(name, x, y, derive_seed(self.seed, "train", round_number, name), max_steps,
+                                   correction))
         updates = self.executor.train(self.global_params, tasks)
         for u in updates:
             gen = torch.Generator().manual_seed(derive_seed(self.seed, "tamper-update", round_number, u.client))
@@ -107,9 +147,24 @@ class FLCluster:
         self.clients[name].tampers.remove(tamper)
 
     def aggregate(self, updates: list[Update]) -> None:
-        fl = self.config.fl_config
-        self.global_params = aggregate(fl.aggregation_method, [u.params for u in updates],
-                                       [u.num_samples for u in updates], **fl.aggregation_parameters)
+        """The new global model from the updates that reached the server, through the Aggregator."""
+        if self.config.fl_config.aggregation_method == "scaffold":
+            self._scaffold_client_variates(updates)
+        self.global_params = self.aggregator.aggregate(self.global_params, [u.params for u in updates],
+                                                       [u.num_samples for u in updates], self.server_state)
+
+    def _scaffold_client_variates(self, updates: list[Update]) -> None:
+        """Option II of SCAFFOLD: c_i+ = c_i - c + (x - y_i) / (K lr), K the client's local steps;
+        kept for the clients whose update the server aggregates, their differences passed on."""
+        lr = self.config.fl_config.learning_rate
+        c = self.server_state.get("c", torch.zeros_like(self.global_params))
+        deltas = {}
+        for u in updates:
+            old = self.control_variates.get(u.client, torch.zeros_like(c))
+            new = old - c + (self.global_params - u.params) / (max(u.steps, 1) * lr)
+            deltas[u.client] = new - old
+            self.control_variates[u.client] = new
+        self.server_state["client_deltas"] = deltas
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
