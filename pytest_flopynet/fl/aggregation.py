@@ -45,11 +45,11 @@ def trimmed_mean(updates: Sequence[torch.Tensor], weights: Sequence[float] = (),
 
 def krum_scores(stacked: torch.Tensor, f: int) -> torch.Tensor:
     """Krum's score per update (Blanchard et al. 2017): the sum of squared distances to its n - f - 2
-    nearest other updates."""
+    nearest other updates (at least one: Bulyan's last Krum rounds run on fewer than 2f + 3 updates)."""
     n = len(stacked)
     d = torch.cdist(stacked, stacked, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
     d.fill_diagonal_(float("inf"))
-    k = max(n - f - 2, 0)
+    k = max(n - f - 2, 1)
     return d.sort(1).values[:, :k].sum(1)
 
 
