@@ -152,11 +152,11 @@ class BatchedExecutor:
                 idx[c, s, :len(batch)] = torch.from_numpy(batch)
                 mask[c, s, :len(batch)] = 1
         active = (mask.sum(2) > 0).float()
-        x = torch.zeros(C, n_max, *tasks[0].x.shape[1:])
-        y = torch.zeros(C, n_max, dtype=torch.long)
+        x = torch.zeros(C, n_max, *tasks[0].x.shape[1:], device=dev)
+        y = torch.zeros(C, n_max, dtype=torch.long, device=dev)
         for c, t in enumerate(tasks):
             x[c, :len(t.y)], y[c, :len(t.y)] = t.x, t.y
-        x, y, idx, mask, active = (v.to(dev) for v in (x, y, idx, mask, active))
+        idx, mask, active = (v.to(dev) for v in (idx, mask, active))
         g = global_params.to(dev)
         global_dict = self._unflatten(g)
         params = {k: v.unsqueeze(0).repeat(C, *[1] * v.dim()) for k, v in global_dict.items()}

@@ -1,0 +1,230 @@
+"""Speed of client training and accuracy of the FL rules (prints figures; asserts nothing).
+
+    python benchmarks/bench_fl.py speed [--quick] [--device cpu|cuda] [--rounds N]
+    python benchmarks/bench_fl.py accuracy [--rounds N]
+
+speed: rounds per second of the sequential and the batched executor, for 50 MLP clients on the CPU
+and for the seed's basic workload (cnn with hidden_layers [64, 128, 256], 3x32x32 inputs, 10 and 100
+clients x 1000 samples, 5 local epochs, batch 32) on --device (cuda by default when there is one;
+--quick shrinks it to something a CPU finishes). A round is local training of every client plus
+aggregation, no network.
+accuracy: the label-Dirichlet(0.1) comparison of FedAvg, FedProx and SCAFFOLD on digits, FedProx
+against FedAvg on synthetic(1, 1) with 90% stragglers, and three gaussian-noise clients against each
+aggregation rule: the README's "FL engine: measured" tables.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.utils import parameters_to_vector
+
+from pytest_flopynet import FLConfig, NetworkConfig, ScenarioConfig
+from pytest_flopynet.fl.aggregation import fedavg
+from pytest_flopynet.fl.attacks import Tamper
+from pytest_flopynet.fl.cluster import FLCluster
+from pytest_flopynet.fl.datasets import load_dataset
+from pytest_flopynet.fl.executor import BatchedExecutor, LocalTask, SequentialExecutor
+from pytest_flopynet.fl.models import build_model
+from pytest_flopynet.fl.partition import dirichlet
+from pytest_flopynet.seeds import derive_seed
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"{cpu_name()}, {torch.get_num_threads()} torch threads"
+
+
+# -- speed ----------------------------------------------------------------------------------------------
+
+def workload(architecture, parameters, dataset, clients, samples, epochs, batch, device):
+    data = load_dataset(dataset, 0, client_sizes=[samples] * clients, model_parameters=parameters)
+    torch.manual_seed(0)
+    model = build_model(architecture, parameters, data.input_shape, data.num_classes).to(device)
+    g = parameters_to_vector(model.parameters()).detach().clone()
+    rng = np.random.default_rng(0)
+    tasks = []
+    for i in range(clients):
+        idx = torch.from_numpy(rng.choice(len(data.y_train), samples, replace=False))
+        tasks.append(LocalTask(f"client_{i + 1}", data.x_train[idx].to(device), data.y_train[idx].to(device), i))
+    settings = dict(local_epochs=epochs, batch_size=batch, learning_rate=0.01)
+    return model, g, tasks, settings
+
+
+def rounds_per_second(executor, g, tasks, rounds: int, device) -> float:
+    def one_round(g):
+        updates = executor.train(g, tasks)
+        return fedavg([u.params.to(g.device) for u in updates], [u.num_samples for u in updates])
+    g = one_round(g)  # warm-up: allocator, kernels, vmap set-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(rounds):
+        g = one_round(g)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return rounds / (time.perf_counter() - start)
+
+
+def speed(args) -> None:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cpu = torch.device("cpu")
+    cases = [("50 mlp clients [64] x 100 digits, 2 epochs, batch 32", cpu,
+              ("mlp", {"hidden_layers": [64]}, "digits", 50, 100, 2, 32))]
+    if args.quick:
+        cases.append(("4 cnn clients [16, 32, 64] x 128 images 3x32x32, 1 epoch, batch 32 (--quick)", device,
+                      ("cnn", {"hidden_layers": [16, 32, 64], "input_channels": 3}, "synthetic_images", 4, 128, 1, 32)))
+    else:
+        for clients in (10, 100):
+            cases.append((f"{clients} cnn clients [64, 128, 256] x 1000 images 3x32x32, 5 epochs, batch 32", device,
+                          ("cnn", {"hidden_layers": [64, 128, 256], "input_channels": 3}, "synthetic_images",
+                           clients, 1000, 5, 32)))
+    print(f"torch {torch.__version__}")
+    for title, dev, spec in cases:
+        model, g, tasks, settings = workload(*spec, dev)
+        print(f"{title} on {device_name(dev)}:")
+        for name, executor in [("sequential", SequentialExecutor(model, **settings)),
+                               ("batched", BatchedExecutor(model, device=dev, **settings))]:
+            rps = rounds_per_second(executor, g.to(dev), tasks, args.rounds, dev)
+            print(f"  {name:<10} {rps:8.3f} rounds/s  ({1 / rps:.3f} s per round)")
+
+
+# -- accuracy -------------------------------------------------------------------------------------------
+
+def config(n: int, **fl) -> ScenarioConfig:
+    base = dict(model_architecture="mlp", model_parameters={"hidden_layers": [64]}, total_rounds=1,
+                clients_per_round=n, local_epochs=2, batch_size=32, learning_rate=0.1, dataset="digits")
+    base.update(fl)
+    return ScenarioConfig(name="bench", fl_config=FLConfig(**base), network_config=NetworkConfig(node_count=n + 1))
+
+
+def run(cluster: FLCluster, count: int, stragglers: float = 0.0) -> list[float]:
+    """As tests/test_fl_training.py: a straggler does a random 1..E of its E epochs; FedProx keeps
+    that partial work, the other rules drop the straggler."""
+    fl, names, accuracies = cluster.config.fl_config, list(cluster.clients), []
+    for r in range(1, count + 1):
+        selected = cluster.select(names, fl.clients_per_round, r)
+        rng = np.random.default_rng(derive_seed(cluster.seed, "stragglers", r))
+        slow = [selected[i] for i in rng.choice(len(selected), int(stragglers * len(selected)), replace=False)]
+        work = {c: rng.integers(1, fl.local_epochs + 1) / fl.local_epochs for c in slow}
+        if cluster.keeps_partial_work:
+            updates = cluster.train(selected, r, work)
+        else:
+            updates = cluster.train([c for c in selected if c not in slow], r)
+        if updates:
+            cluster.aggregate(updates)
+        accuracies.append(cluster.evaluate()[0])
+    return accuracies
+
+
+def rounds_to(accuracies: list[float], target: float) -> str:
+    return next((str(i + 1) for i, a in enumerate(accuracies) if a >= target), "never")
+
+
+def accuracy(args) -> None:
+    print(f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, seeds {args.seeds}")
+    rounds = args.rounds
+    if "dirichlet" in args.parts:
+        dirichlet_table(args, rounds)
+    if "stragglers" in args.parts:
+        straggler_table(args)
+    if "noise" in args.parts:
+        noise_table(args)
+
+
+def dirichlet_table(args, rounds: int) -> None:
+    print(f"\nDigits, MLP [64], 10 clients x 143 samples, label-Dirichlet(0.1), all clients every round, "
+          f"2 local epochs, batch 32, lr 0.1, {rounds} rounds (mean over seeds)")
+    print("| rule | rounds to 0.85 (per seed) | final accuracy (per seed) |\n|---|---|---|")
+    for label, method, parameters in [("FedAvg", "fedavg", {}), ("FedProx (mu = 0.1)", "fedprox", {"mu": 0.1}),
+                                      ("FedProx (mu = 1)", "fedprox", {"mu": 1.0}), ("SCAFFOLD", "scaffold", {})]:
+        reached, finals = [], []
+        for seed in args.seeds:
+            cl = FLCluster(config(10, client_data_sizes=[143] * 10, aggregation_method=method,
+                                  aggregation_parameters=parameters), seed,
+                           partitioner=functools.partial(dirichlet, alpha=0.1))
+            acc = run(cl, rounds)
+            reached.append(rounds_to(acc, 0.85))
+            finals.append(acc[-1])
+        print(f"| {label} | {', '.join(reached)} | {np.mean(finals):.3f} ({', '.join(f'{a:.3f}' for a in finals)}) |")
+
+
+
+def straggler_table(args) -> None:
+    srounds = args.straggler_rounds
+    print(f"\nSynthetic(1, 1), logistic regression, 30 clients (power-law sizes), 10 per round, 20 local epochs, "
+          f"batch 10, lr 0.01, 90% stragglers, {srounds} rounds")
+    print("| rule | accuracy after 10 / 25 / all rounds (per seed) |\n|---|---|")
+    for label, method, parameters in [("FedAvg (drops stragglers)", "fedavg", {}),
+                                      ("FedProx mu = 0 (keeps partial work)", "fedprox", {"mu": 0.0}),
+                                      ("FedProx mu = 1 (keeps partial work)", "fedprox", {"mu": 1.0})]:
+        cells = []
+        for seed in args.seeds:
+            cl = FLCluster(config(30, model_architecture="logreg", model_parameters={},
+                                  dataset="synthetic_alpha_beta(1, 1)", clients_per_round=10, local_epochs=20,
+                                  batch_size=10, learning_rate=0.01, aggregation_method=method,
+                                  aggregation_parameters=parameters), seed)
+            acc = run(cl, srounds, stragglers=0.9)
+            cells.append(f"{acc[min(9, srounds - 1)]:.3f} / {acc[min(24, srounds - 1)]:.3f} / {acc[-1]:.3f}")
+        print(f"| {label} | {'; '.join(cells)} |")
+
+
+
+def noise_table(args) -> None:
+    print("\nDigits, 10 clients x 140 samples (bulyan: 15), 3 of them add N(0, 10^2) to their update, "
+          "2 local epochs, lr 0.1, 20 rounds: final accuracy (per seed)")
+    print("| rule | logistic regression | MLP [64] |\n|---|---|---|")
+    for method, parameters, n in [("fedavg", {}, 10), ("krum", {"f": 3}, 10), ("multikrum", {"f": 3}, 10),
+                                  ("median", {}, 10), ("trimmed_mean", {"beta": 0.3}, 10), ("bulyan", {"f": 3}, 15)]:
+        cells = []
+        for arch, mp in [("logreg", {}), ("mlp", {"hidden_layers": [64]})]:
+            finals = []
+            for seed in args.seeds:
+                cl = FLCluster(config(n, model_architecture=arch, model_parameters=mp, client_data_sizes=[140] * n,
+                                      aggregation_method=method, aggregation_parameters=parameters), seed)
+                for name in ["client_1", "client_2", "client_3"]:
+                    cl.add_tamper(name, Tamper("gaussian_noise", {"noise_std": 10}))
+                finals.append(run(cl, 20)[-1])
+            cells.append(", ".join(f"{a:.3f}" for a in finals))
+        print(f"| {method} {parameters or ''} | {' | '.join(cells)} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("speed")
+    s.add_argument("--quick", action="store_true", help="a CNN workload small enough for a CPU")
+    s.add_argument("--device", choices=["cpu", "cuda"], help="device of the CNN workload (default: cuda if any)")
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--threads", type=int, help="torch intra-op threads")
+    a = sub.add_parser("accuracy")
+    a.add_argument("--rounds", type=int, default=50)
+    a.add_argument("--straggler-rounds", type=int, default=50)
+    a.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    a.add_argument("--parts", nargs="+", choices=["dirichlet", "stragglers", "noise"],
+                   default=["dirichlet", "stragglers", "noise"])
+    a.add_argument("--threads", type=int, default=1, help="torch intra-op threads (small models: 1 is fastest)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    speed(args) if args.what == "speed" else accuracy(args)
+
+
+if __name__ == "__main__":
+    main()
