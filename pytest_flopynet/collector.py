@@ -23,6 +23,7 @@ class RoundRecord:
     bytes_down: int
     accuracy: float
     loss: float
+    rejected: list[str] = field(default_factory=list)  # returned, but dropped by the policy engine
 
 
 @dataclass

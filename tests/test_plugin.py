@@ -12,6 +12,7 @@ fl_config:
   total_rounds: 3
   clients_per_round: 3
   learning_rate: 0.2
+  local_epochs: 3
   client_data_sizes: [100, 100, 100]
 network_config: {{topology_type: star, node_count: 4, link_bandwidth_mbps: 10, base_latency_ms: 5}}
 gates: {gates}

@@ -166,10 +166,3 @@ def test_timed_callbacks_and_their_undo(tiny_config):
 
     runner.run()
     assert calls == [("start", 30.0), ("end", 50.0)]
-
-
-def test_an_event_type_without_an_effect_yet_fails_the_run_clearly(tiny_config):
-    config = tiny_config(events=[ScenarioEvent("data_drift", 1, "client_1", {"severity": 0.5})])
-    result = run_scenario(config, seed=0)
-    assert result.state == ScenarioState.FAILED
-    assert result.execution.error_message == "event type data_drift has no effect in this version yet"

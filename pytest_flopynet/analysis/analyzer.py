@@ -81,6 +81,7 @@ def analyze(execution) -> dict[str, Any]:
         "custom_analysis": {},
         "recommendations": recommendations(summary) if execution.state == ScenarioState.COMPLETED else [],
         "export_files": [],
+        "policy_metrics": execution.policy.metrics() if execution.policy is not None else {},
         "rounds": raw["rounds"],
         "events": raw["events"],
     }

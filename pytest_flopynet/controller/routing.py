@@ -1,5 +1,7 @@
 """The SDN controller model the simulated backend asks for paths: shortest paths by latency over
-links that are up, recomputed whenever the network changes, with the counters a controller keeps."""
+the links it believes up (a failure is seen `detection_delay` seconds late), recomputed whenever
+its view changes; traffic_prioritization makes the backend serve FL flows before other traffic.
+It keeps the counters a controller keeps: route computations, reroutes, view changes."""
 from __future__ import annotations
 
 from typing import Mapping
@@ -14,8 +16,9 @@ Hop = tuple[str, str]  # (link name, node the traffic enters the link from)
 
 class Controller:
     def __init__(self, topology: Topology, controller_type: str = "ryu", qos_enabled: bool = False,
-                 traffic_prioritization: bool = False):
+                 traffic_prioritization: bool = False, detection_delay: float = 0.0):
         self.topology = topology
+        self.detection_delay = detection_delay  # seconds before a failed link is noticed and routed around
         self.controller_type = controller_type
         self.qos_enabled = qos_enabled
         self.traffic_prioritization = traffic_prioritization

@@ -1,7 +1,8 @@
 """What each event type does when it starts, and the undo that its end event runs.
 
-A handler applies its change and returns a callable that restores exactly that change; network
-changes are Conditions on the backend, which compose, so overlapping events never clobber each other.
+A handler applies its change and returns a callable that restores exactly that change. Network
+changes are Conditions on the backend and client changes are entries in per-client lists, so
+overlapping events compose and ending one removes only its own part.
 """
 from __future__ import annotations
 
@@ -9,14 +10,19 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from ..controller.routing import Controller
 from ..errors import FlopynetError
+from ..fl.attacks import Tamper
 from ..fl.cluster import FLCluster
 from ..model import EventType, ScenarioEvent
 from ..network.backend import Backend, Condition
 from ..network.topology import Topology
+from ..policy import PolicyEngine
 from ..seeds import derive_seed
+from .clock import Clock
 
 Undo = Callable[[], None]
+BURST_LOSS_FACTOR = 5.0  # a loss burst runs at 5x the event's mean loss rate (at most 50%)
 
 
 @dataclass
@@ -24,6 +30,9 @@ class EventContext:
     backend: Backend
     topology: Topology
     cluster: FLCluster
+    policy: PolicyEngine
+    controller: Controller
+    clock: Clock
     seed: int
 
 
@@ -58,42 +67,138 @@ def target_clients(event: ScenarioEvent) -> list[str]:
     return list(params.get("clients") or [event.target])
 
 
-def _network(make: Callable[[ScenarioEvent, tuple[str, ...]], Condition]):
+def _condition(make: Callable[[ScenarioEvent, tuple[str, ...], EventContext], Condition]):
     def handler(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
-        handle = ctx.backend.apply(make(event, target_links(event, ctx, index)))
+        handle = ctx.backend.apply(make(event, target_links(event, ctx, index), ctx))
         return lambda: ctx.backend.revert(handle)
     return handler
 
 
-def _availability(available: bool):
+def packet_loss(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
+    """Uniform loss, or with burst_duration: bursts of that length at 5x the mean rate (at most 50%),
+    separated by seeded exponential gaps whose mean keeps the long-run loss at packet_loss_rate."""
+    links = target_links(event, ctx, index)
+    rate = float(event.parameters["packet_loss_rate"])
+    burst = event.parameters.get("burst_duration")
+    if not burst or rate == 0:
+        handle = ctx.backend.apply(Condition(links, loss=rate))
+        return lambda: ctx.backend.revert(handle)
+    bad_loss = min(BURST_LOSS_FACTOR * rate, 0.5)
+    mean_gap = burst * (bad_loss / rate - 1)  # bad share of the time = rate / bad_loss
+    rng = random.Random(derive_seed(ctx.seed, "bursts", index))
+    state: dict = {"handle": None, "entry": None}
+    sched = ctx.clock.scheduler
+
+    def start_burst() -> None:
+        state["handle"] = ctx.backend.apply(Condition(links, loss=bad_loss))
+        state["entry"] = sched.at(ctx.clock.now() + burst, end_burst, "loss burst end")
+
+    def end_burst() -> None:
+        ctx.backend.revert(state.pop("handle"))
+        state["handle"] = None
+        state["entry"] = sched.at(ctx.clock.now() + rng.expovariate(1 / mean_gap), start_burst, "loss burst")
+
+    def undo() -> None:
+        state["entry"].cancel()
+        if state["handle"] is not None:
+            ctx.backend.revert(state["handle"])
+
+    start_burst()
+    return undo
+
+
+def _clients(apply: Callable[[FLCluster, str, object], None], remove: Callable[[FLCluster, str, object], None],
+             token: Callable[[ScenarioEvent], object] = lambda e: object()):
     def handler(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
-        clients = target_clients(event)
-        before = {c: ctx.cluster.clients[c].available for c in clients}
+        clients, tok = target_clients(event), token(event)
         for c in clients:
-            ctx.cluster.set_available(c, available)
-        return lambda: [ctx.cluster.set_available(c, was) for c, was in before.items()]
+            apply(ctx.cluster, c, tok)
+        return lambda: [remove(ctx.cluster, c, tok) for c in clients]
     return handler
 
 
+def client_failure(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
+    """hard_failure: away until recovery_time (or duration); intermittent: each round the client is
+    present with probability reconnect_probability while the event lasts."""
+    if event.parameters["failure_type"] == "intermittent":
+        p = float(event.parameters.get("reconnect_probability", 0.5))
+        return _clients(lambda cl, c, t: cl.clients[c].intermittent.append(p),
+                        lambda cl, c, t: cl.clients[c].intermittent.remove(p))(event, ctx, index)
+    return _clients(FLCluster.go_away, FLCluster.come_back)(event, ctx, index)
+
+
+def not_yet_joined(event: ScenarioEvent) -> object:
+    """The token that keeps a client_join's clients away until the event starts (set at set-up)."""
+    return ("not joined", id(event))
+
+
+def _tamper(kind_param: str, default: str):
+    def handler(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
+        tamper = Tamper(event.parameters.get(kind_param, default), dict(event.parameters))
+        return _clients(lambda cl, c, t: cl.add_tamper(c, tamper),
+                        lambda cl, c, t: cl.remove_tamper(c, tamper))(event, ctx, index)
+    return handler
+
+
+def policy_change(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
+    params = dict(event.parameters)
+    previous = ctx.policy.set_policy(params.pop("policy_name"), **params)
+    return lambda: ctx.policy.restore(previous)
+
+
+def resource_constraint(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
+    """cpu_slowdown_factor lengthens local training by that factor; memory_limit_mb excludes the
+    clients whose training would not fit (see FLCluster.training_memory_mb)."""
+    slow = event.parameters.get("cpu_slowdown_factor")
+    memory = event.parameters.get("memory_limit_mb")
+    clients = target_clients(event)
+    for c in clients:
+        state = ctx.cluster.clients[c]
+        if slow is not None:
+            state.slowdowns.append(float(slow))
+        if memory is not None:
+            state.memory_limits_mb.append(float(memory))
+
+    def undo() -> None:
+        for c in clients:
+            state = ctx.cluster.clients[c]
+            if slow is not None:
+                state.slowdowns.remove(float(slow))
+            if memory is not None:
+                state.memory_limits_mb.remove(float(memory))
+    return undo
+
+
+def ddos(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
+    """Flood towards the target host: request_rate_multiplier greedy TCP flows from each source (the
+    `source` host, else the topology's idle hosts, else every client as a botnet). They compete with
+    FL transfers for every link on their way, the server's link above all."""
+    topo = ctx.topology
+    victim = event.target if event.target in topo.graph else topo.server
+    source = event.parameters.get("source")
+    sources = [source] if source else ([h for h in topo.hosts if h.startswith("host_")] or topo.clients)
+    per_source = max(1, round(float(event.parameters.get("request_rate_multiplier", 1))))
+    handle = ctx.backend.apply(Condition(background=tuple((s, victim) for s in sources if s != victim
+                                                          for _ in range(per_source))))
+    ctx.policy.security_events += 1
+    return lambda: ctx.backend.revert(handle)
+
+
 HANDLERS: dict[EventType, Callable[[ScenarioEvent, EventContext, int], Undo]] = {
-    EventType.NETWORK_LATENCY_INCREASE: _network(
-        lambda e, links: Condition(links, extra_delay_ms=float(e.parameters["latency_increase_ms"]))),
-    EventType.NETWORK_PACKET_LOSS: _network(
-        lambda e, links: Condition(links, loss=float(e.parameters["packet_loss_rate"]))),
-    EventType.NETWORK_BANDWIDTH_LIMIT: _network(
-        lambda e, links: Condition(links, bandwidth_mbps=float(e.parameters["bandwidth_limit_mbps"]))),
-    EventType.NETWORK_PARTITION: _network(lambda e, links: Condition(links, down=True)),
-    EventType.LINK_FAILURE: _network(lambda e, links: Condition(links, down=True)),
-    EventType.CLIENT_LEAVE: _availability(False),
-    EventType.CLIENT_JOIN: _availability(True),
-    EventType.CLIENT_FAILURE: _availability(False),
+    EventType.NETWORK_LATENCY_INCREASE: _condition(
+        lambda e, links, ctx: Condition(links, extra_delay_ms=float(e.parameters["latency_increase_ms"]))),
+    EventType.NETWORK_PACKET_LOSS: packet_loss,
+    EventType.NETWORK_BANDWIDTH_LIMIT: _condition(
+        lambda e, links, ctx: Condition(links, bandwidth_mbps=float(e.parameters["bandwidth_limit_mbps"]))),
+    EventType.NETWORK_PARTITION: _condition(lambda e, links, ctx: Condition(links, down=True)),
+    EventType.LINK_FAILURE: _condition(lambda e, links, ctx: Condition(
+        links, down=True, detect_after=float(e.parameters.get("detection_delay", ctx.controller.detection_delay)))),
+    EventType.CLIENT_LEAVE: _clients(FLCluster.go_away, FLCluster.come_back),
+    EventType.CLIENT_JOIN: _clients(FLCluster.come_back, FLCluster.go_away, not_yet_joined),
+    EventType.CLIENT_FAILURE: client_failure,
+    EventType.MODEL_POISONING: _tamper("attack_type", "gaussian_noise"),
+    EventType.DATA_DRIFT: _tamper("drift_type", "label_shift"),
+    EventType.POLICY_CHANGE: policy_change,
+    EventType.RESOURCE_CONSTRAINT: resource_constraint,
+    EventType.SECURITY_EVENT: ddos,
 }
-
-
-def unsupported(event: ScenarioEvent) -> str | None:
-    """Why this version cannot run the event, or None."""
-    if event.event_type not in HANDLERS:
-        return f"event type {event.event_type} has no effect in this version yet"
-    if event.event_type == EventType.CLIENT_FAILURE and event.parameters.get("failure_type") == "intermittent":
-        return "client_failure of failure_type intermittent has no effect in this version yet"
-    return None

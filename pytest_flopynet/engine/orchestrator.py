@@ -17,8 +17,10 @@ from ..fl.cluster import FLCluster
 from ..model import EventType, ScenarioConfig, ScenarioEvent, ScenarioState, event_duration
 from ..network.backend import Backend, Flow
 from ..network.topology import Topology
+from ..controller import Controller
+from ..policy import PolicyEngine
 from .clock import Clock
-from .events import HANDLERS, EventContext, target_clients, unsupported
+from .events import HANDLERS, EventContext, not_yet_joined, target_clients
 
 StatusCallback = Callable[["ScenarioExecution"], None]
 
@@ -38,6 +40,7 @@ class ScenarioExecution:
     metrics: Collector = field(default_factory=Collector)
     error_message: str | None = None
     backend: str = "sim"
+    policy: PolicyEngine | None = None
 
 
 @dataclass
@@ -51,12 +54,16 @@ class TimedCallback:
 
 class Orchestrator:
     def __init__(self, execution: ScenarioExecution, *, clock: Clock, backend: Backend, topology: Topology,
-                 cluster: FLCluster, events: list[ScenarioEvent] | None = None,
+                 cluster: FLCluster, controller: Controller, policy: PolicyEngine | None = None,
+                 events: list[ScenarioEvent] | None = None,
                  callbacks: list[TimedCallback] = (), status_callbacks: list[StatusCallback] = (),
                  on_event: Callable[..., None] | None = None, on_round_end: Callable[..., None] | None = None):
         self.execution = execution
         self.config = execution.config
         self.clock, self.backend, self.topology, self.cluster = clock, backend, topology, cluster
+        self.controller = controller
+        self.policy = policy or PolicyEngine()
+        execution.policy = self.policy
         self.events = list(self.config.events if events is None else events)
         self.callbacks = list(callbacks)
         self.status_callbacks = list(status_callbacks)
@@ -102,14 +109,12 @@ class Orchestrator:
         return ex
 
     def _schedule(self) -> None:
-        reasons = [r for r in map(unsupported, self.events) if r]
-        if reasons:
-            raise FlopynetError("; ".join(sorted(set(reasons))))
-        ctx = EventContext(self.backend, self.topology, self.cluster, self.execution.seed)
+        ctx = EventContext(self.backend, self.topology, self.cluster, self.policy, self.controller, self.clock,
+                           self.execution.seed)
         for event in self.events:  # clients that join later are away until then
             if event.event_type == EventType.CLIENT_JOIN:
                 for c in target_clients(event):
-                    self.cluster.set_available(c, False)
+                    self.cluster.go_away(c, not_yet_joined(event))
         sched = self.clock.scheduler
         for index, event in enumerate(self.events):
             sched.at(event.trigger_time, lambda e=event, i=index: self._start_event(e, i, ctx), str(event.event_type))
@@ -145,18 +150,21 @@ class Orchestrator:
 
     def _sample(self) -> None:
         stats = self.backend.stats()
+        violations, security_events = self.policy.take_counts()
         self.execution.metrics.sample(self.clock.now(), {
             "network_latency_ms": stats.latency_ms,
             "network_bandwidth_utilization": stats.bandwidth_utilization,
             "network_packet_loss": stats.packet_loss,
             "fl_active_clients": len(self._reachable_clients()),
-            "policy_violations": 0,  # no policy engine in this version: nothing can be violated
-            "security_events": 0,
+            "policy_violations": violations,
+            "security_events": security_events,
         })
 
     def _reachable_clients(self) -> list[str]:
-        server = self.topology.server
-        return [c for c in self.cluster.available() if self.backend.reachable(server, c)]
+        """Clients that can take part now: available, not quarantined, and reachable from the server."""
+        server, now = self.topology.server, self.clock.now()
+        return [c for c in self.cluster.available()
+                if self.policy.allowed(c, now) and self.backend.reachable(server, c)]
 
     def _run_rounds(self) -> None:
         fl, end = self.config.fl_config, self.config.duration_seconds
@@ -171,6 +179,8 @@ class Orchestrator:
             now = self.clock.now()
             if now >= end:
                 break
+            self.clock.advance_to(now)  # what is due at the round's start takes effect for the round
+            self.cluster.round = rnd + 1
             candidates = self._reachable_clients()
             if not candidates:  # nobody to train: wait for the next thing that may change that
                 self.clock.advance_to(min(self.clock.scheduler.next_time(), end))
@@ -203,12 +213,16 @@ class Orchestrator:
         now = self.clock.now()
         if now >= end and len(returned) < len(selected):
             return False
-        if returned:
-            cluster.aggregate([updates[c] for c in returned])
+        attackers = {c for c in returned if cluster.clients[c].tampers}
+        accepted = self.policy.screen([updates[c] for c in returned], cluster.global_params, now, attackers)
+        if accepted:
+            cluster.aggregate(accepted)
         accuracy, loss = cluster.evaluate()
         record = RoundRecord(rnd, start, now, returned, [c for c in selected if c not in returned],
                              bytes_up=nbytes * len(arrived),
-                             bytes_down=nbytes * sum(t is not None for t in got), accuracy=accuracy, loss=loss)
+                             bytes_down=nbytes * sum(t is not None for t in got), accuracy=accuracy, loss=loss,
+                             rejected=sorted(set(returned) - {u.client for u in accepted},
+                                             key=lambda c: int(c.split("_")[1])))
         self.execution.metrics.record_round(record)
         self.execution.current_round = rnd
         if self.on_round_end is not None:
@@ -217,5 +231,5 @@ class Orchestrator:
 
     def _alive(self, client: str, generation: dict[str, int]) -> bool:
         c = self.cluster.clients[client]
-        return c.available and c.generation == generation[client]
+        return not c.away and c.generation == generation[client]
 

@@ -91,7 +91,7 @@ class Scenario:
         backend.build(self.topology)
         execution = ScenarioExecution(f"{config.name}-{self.seed}", config, self.seed, backend=self.backend)
         self.orchestrator = Orchestrator(execution, clock=clock, backend=backend, topology=self.topology,
-                                         cluster=self.cluster, callbacks=self.callbacks,
+                                         cluster=self.cluster, controller=self.controller, callbacks=self.callbacks,
                                          status_callbacks=self.status_callbacks, on_event=self.on_event,
                                          on_round_end=self.on_round_end)
         self.orchestrator.run()

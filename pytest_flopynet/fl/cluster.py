@@ -19,21 +19,23 @@ from .partition import Partitioner, client_sizes, partition
 
 
 @dataclass
-class DeviceProfile:
-    """How fast a client computes: training costs about 3x the forward FLOPs per sample."""
-
-    flops_per_second: float = 2e10  # an edge-class CPU core
-    slowdown: float = 1.0
-
-
-@dataclass
 class ClientState:
+    """A client's data and what events currently do to it; every list holds one entry per active
+    event, so overlapping events compose and ending one removes only its part."""
+
     name: str
     indices: np.ndarray
-    device: DeviceProfile
-    available: bool = True
-    generation: int = 0  # bumped when the client fails, so an update started before is lost
+    flops_per_second: float
+    away: list[object] = field(default_factory=list)  # leave / failure / not yet joined
+    intermittent: list[float] = field(default_factory=list)  # reconnect probability per round
+    slowdowns: list[float] = field(default_factory=list)  # CPU slowdown factors
+    memory_limits_mb: list[float] = field(default_factory=list)
+    generation: int = 0  # bumped when the client goes away, so an update it was working on is lost
     tampers: list[Tamper] = field(default_factory=list)  # active attacks and drifts, oldest first
+
+    @property
+    def available(self) -> bool:
+        return not self.away
 
 
 class FLCluster:
@@ -59,7 +61,9 @@ class FLCluster:
             rng = np.random.default_rng(derive_seed(seed, "partition"))
             labels = self.data.y_train.numpy()
             parts = partitioner(labels, sizes, rng) if partitioner else partition(fl.data_distribution, labels, sizes, rng)
-        self.clients = {n: ClientState(n, idx, DeviceProfile()) for n, idx in zip(names, parts)}
+        flops = fl.client_compute_gflops * 1e9
+        self.clients = {n: ClientState(n, idx, flops) for n, idx in zip(names, parts)}
+        self.round = 0  # the round being selected, for per-round draws (intermittent clients)
         executors = {"auto": AutoExecutor, "sequential": SequentialExecutor, "batched": BatchedExecutor}
         self.executor = executors[executor](self.model, local_epochs=fl.local_epochs, batch_size=fl.batch_size,
                                             learning_rate=fl.learning_rate,
@@ -71,13 +75,33 @@ class FLCluster:
 
     # -- membership ----------------------------------------------------------------------
     def available(self) -> list[str]:
-        return [c.name for c in self.clients.values() if c.available]
+        """Clients that can train this round: present, connected this round, within memory."""
+        return [c.name for c in self.clients.values() if self.is_available(c.name)]
 
-    def set_available(self, name: str, available: bool) -> None:
+    def is_available(self, name: str) -> bool:
+        c = self.clients[name]
+        if c.away or (c.memory_limits_mb and min(c.memory_limits_mb) < self.training_memory_mb(name)):
+            return False
+        if c.intermittent:
+            rng = np.random.default_rng(derive_seed(self.seed, "intermittent", self.round, name))
+            return bool(rng.random() < float(np.prod(c.intermittent)))
+        return True
+
+    def go_away(self, name: str, token: object) -> None:
         client = self.clients[name]
-        if client.available and not available:
+        if not client.away:
             client.generation += 1
-        client.available = available
+        client.away.append(token)
+
+    def come_back(self, name: str, token: object) -> None:
+        self.clients[name].away.remove(token)
+
+    def training_memory_mb(self, name: str) -> float:
+        """What local training holds in memory: weights, gradients, optimizer state and the received
+        global model (4 x model bytes), plus the client's data."""
+        c = self.clients[name]
+        data = self.data.x_train[:1].numel() * 4 * len(c.indices) + 8 * len(c.indices)
+        return (4 * self.model_bytes + data) / 2**20
 
     def select(self, candidates: list[str], k: int, round_number: int) -> list[str]:
         """k clients drawn uniformly among the candidates, seeded per round."""
@@ -90,7 +114,7 @@ class FLCluster:
         """Scenario seconds the client needs for its local epochs."""
         c = self.clients[name]
         work = len(c.indices) * self.config.fl_config.local_epochs * self.flops_per_sample
-        return work / c.device.flops_per_second * c.device.slowdown
+        return work / c.flops_per_second * float(np.prod(c.slowdowns))
 
     @property
     def keeps_partial_work(self) -> bool:

@@ -65,6 +65,9 @@ class FLConfig:
         "sharing the data set equally.", factory=list, items={"type": "integer", "minimum": 1})
     aggregation_method: str = spec("fedavg", "Aggregation rule: fedavg, fedprox, scaffold, krum, ...", minLength=1)
     aggregation_parameters: dict[str, Any] = spec(doc="Parameters of the rule, e.g. {mu: 0.1}, {f: 2}.", factory=dict)
+    client_compute_gflops: float = spec(
+        20.0, "Extension: a client device's training speed in GFLOP/s; local training takes samples x "
+        "local_epochs x 3 x the model's forward FLOPs / this of scenario time.", exclusiveMinimum=0)
     round_timeout_seconds: float | None = spec(
         None, "Extension: the server closes a round this long after it starts; clients not back by then "
         "are stragglers. None: wait until the scenario ends.", exclusiveMinimum=0)

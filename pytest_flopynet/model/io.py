@@ -15,7 +15,7 @@ import yaml
 
 from ..errors import ScenarioValidationError
 from .config import EventType, ScenarioConfig
-from .rules import AGGREGATION_PARAMETERS, EVENT_PARAMETERS, TARGET_KEYWORDS
+from .rules import AGGREGATION_PARAMETERS, CLIENT_EVENTS, EVENT_PARAMETERS, TARGET_KEYWORDS
 from .schema import scenario_schema
 
 
@@ -137,6 +137,8 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
             problems.append((f"{where}.target", f"unknown target {event.target!r}: not a keyword "
                                                 f"({', '.join(TARGET_KEYWORDS)}), a client of this scenario "
                                                 f"(client_1..client_{n}) or a link or node of the topology"))
+        else:
+            problems += _check_target_kind(where, event)
         for c in event.parameters.get("partitioned_clients", []) + event.parameters.get("clients", []):
             if known_targets is not None and c not in known_targets:
                 problems.append((f"{where}.parameters", f"{c!r} is not a client of this scenario (client_1..client_{n})"))
@@ -148,6 +150,32 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
             problems.append((f"gates[{i}]", str(exc)))
     if problems:
         raise ScenarioValidationError(source, problems)
+
+
+def _check_target_kind(where: str, event) -> list[tuple[str, str]]:
+    """The target must name the kind of thing the event type acts on."""
+    kind, target, params = event.event_type, event.target, event.parameters
+    if kind in CLIENT_EVENTS:
+        if target == "client_group" and not (params.get("clients") or params.get("partitioned_clients")):
+            return [(f"{where}.parameters.clients", f"{kind} on client_group needs the list of clients")]
+        if target != "client_group" and not target.startswith("client_"):
+            return [(f"{where}.target", f"{kind} acts on clients: client_<n> or client_group, not {target!r}")]
+    elif kind == EventType.NETWORK_PARTITION and target == "client_group" and not params.get("partitioned_clients"):
+        return [(f"{where}.parameters.partitioned_clients", "a partition of client_group needs partitioned_clients")]
+    elif kind == EventType.POLICY_CHANGE:
+        from ..policy import load_policies
+        known = load_policies()
+        if target != "policy_engine":
+            return [(f"{where}.target", f"policy_change acts on policy_engine, not {target!r}")]
+        if params.get("policy_name") not in known:
+            return [(f"{where}.parameters.policy_name", f"unknown policy {params.get('policy_name')!r} "
+                                                        f"(known: {', '.join(known)})")]
+    elif kind == EventType.SECURITY_EVENT and target in ("all_links", "client_links", "server_links",
+                                                         "client_group", "policy_engine"):
+        return [(f"{where}.target", f"security_event attacks a host (e.g. fl_server), not {target!r}")]
+    elif target == "policy_engine":
+        return [(f"{where}.target", f"{kind} does not act on the policy engine")]
+    return []
 
 
 def _check_against(where: str, schemas: dict[str, dict], required: tuple[str, ...], params: dict, what: str):

@@ -56,6 +56,12 @@ DURATION_PARAMETERS = ("partition_duration", "recovery_time", "attack_duration")
 
 TARGET_KEYWORDS = ("all_links", "client_links", "server_links", "client_group", "fl_server", "policy_engine")
 
+# What an event's target may name: links (a keyword, a link, or a node whose links are meant),
+# clients (client_<n>, or client_group with a clients / partitioned_clients list), the policy
+# engine, or a host.
+CLIENT_EVENTS = (EventType.CLIENT_JOIN, EventType.CLIENT_LEAVE, EventType.CLIENT_FAILURE, EventType.MODEL_POISONING,
+                 EventType.DATA_DRIFT, EventType.RESOURCE_CONSTRAINT)
+
 # aggregation method -> (parameter schemas, required parameters)
 AGGREGATION_PARAMETERS: dict[str, tuple[dict[str, dict], tuple[str, ...]]] = {
     "fedavg": ({}, ()),

@@ -23,13 +23,20 @@ class Flow:
 
 @dataclass(frozen=True)
 class Condition:
-    """A change to some links; conditions compose (delays add, losses compound, the lowest limit wins)."""
+    """A change to the network; conditions compose (delays add, losses compound, the lowest limit
+    wins, down wins) and reverting one removes exactly its part.
 
-    links: tuple[str, ...]
+    `background` adds greedy flows (src, dst) that compete with FL traffic until reverted (e.g. a
+    DDoS flood). A failure (`down`) is seen by the controller `detect_after` seconds later: until
+    then traffic routed over the link stalls instead of rerouting."""
+
+    links: tuple[str, ...] = ()
     extra_delay_ms: float = 0.0
     loss: float = 0.0
     bandwidth_mbps: float | None = None
     down: bool = False
+    detect_after: float = 0.0
+    background: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Rates are piecewise constant: concurrent flows share each link direction max-min
 path caps a flow by the Mathis bound, and rates are recomputed whenever a flow starts or ends or a
 condition changes a link, so an event that fires mid-transfer takes effect mid-transfer. Each
 transfer also pays a connection set-up of 1.5 RTT before its first byte and the one-way propagation
-delay after its last.
+delay after its last. Background flows (floods) compete like any TCP flow; with the controller's
+traffic_prioritization on, FL flows are served first and background flows share what is left.
 """
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ class SimNetwork:
         self._handles = itertools.count(1)
         self._version = 0
         self._active: list[_Transfer] = []
+        self._undetected: dict[int, object] = {}  # failures the controller has not seen yet -> entry
+        self._bg_rates: dict[tuple[int, int], float] = {}
+        self._rates_version = -1
         self.links: dict[str, LinkState] = {}
 
     # -- Backend protocol -------------------------------------------------------------
@@ -56,26 +60,40 @@ class SimNetwork:
 
     def apply(self, condition: Condition) -> int:
         unknown = [name for name in condition.links if name not in self.topology.links]
+        unknown += [h for pair in condition.background for h in pair if h not in self.topology.graph]
         if unknown:
-            raise KeyError(f"unknown links: {', '.join(unknown)}")
+            raise KeyError(f"unknown links or hosts: {', '.join(unknown)}")
         handle = next(self._handles)
         self._conditions[handle] = condition
+        if condition.down and condition.detect_after > 0:
+            self._undetected[handle] = self.clock.scheduler.at(
+                self.clock.now() + condition.detect_after, lambda: self._detected(handle), "failure detected")
         self._recompute_links()
         return handle
 
     def revert(self, handle: int) -> None:
         del self._conditions[handle]
+        entry = self._undetected.pop(handle, None)
+        if entry is not None:
+            entry.cancel()
+        self._recompute_links()
+
+    def _detected(self, handle: int) -> None:
+        self._undetected.pop(handle, None)
         self._recompute_links()
 
     def reachable(self, src: str, dst: str) -> bool:
         return self.controller.route(src, dst) is not None
 
     def stats(self) -> NetworkStats:
+        if self._rates_version != self._version:
+            self._allocate(self._active)
         load: dict[Hop, float] = {}
-        for t in self._active:
-            if t.phase == "active" and t.path:
-                for hop in t.path:
-                    load[hop] = load.get(hop, 0.0) + t.rate
+        flows = [(t.path, t.rate) for t in self._active if t.phase == "active" and t.path]
+        flows += [(self._bg_path(key), rate) for key, rate in self._bg_rates.items()]
+        for path, rate in flows:
+            for hop in path or ():
+                load[hop] = load.get(hop, 0.0) + rate
         per_link = {}
         for name, link in self.topology.links.items():
             state = self.links[name]
@@ -94,6 +112,7 @@ class SimNetwork:
     def teardown(self) -> None:
         self._active.clear()
         self._conditions.clear()
+        self._bg_rates.clear()
 
     # -- flows ----------------------------------------------------------------------------
     def transfer(self, flows: list[Flow], deadline: float = math.inf) -> list[float | None]:
@@ -131,7 +150,7 @@ class SimNetwork:
             if t.phase == "wait" and t.flow.start <= now:
                 t.phase, changed = "setup", True
                 t.path = self.controller.route(t.flow.src, t.flow.dst)
-                t.ready_at = now + 1.5 * self._rtt(t.path) if t.path is not None else math.inf
+                t.ready_at = now + 1.5 * self._rtt(t.path) if self._usable(t.path) else math.inf
             if t.phase == "setup" and t.ready_at <= now:
                 t.phase, changed = "active", True
             if t.phase == "active" and (t.remaining <= _DONE_BYTES or (t.rate > 0 and now + t.remaining / t.rate <= now)):
@@ -149,20 +168,42 @@ class SimNetwork:
         for t in transfers:
             if t.phase == "active":
                 t.path = self.controller.route(t.flow.src, t.flow.dst)
-            elif t.phase == "setup" and t.path is None:
+            elif t.phase == "setup" and math.isinf(t.ready_at):
                 t.path = self.controller.route(t.flow.src, t.flow.dst)
-                if t.path is not None:
+                if self._usable(t.path):
                     t.ready_at = now + 1.5 * self._rtt(t.path)
 
+    def _usable(self, path: list[Hop] | None) -> bool:
+        """A path the controller installed can still be stale: a failed link it has not seen yet."""
+        return path is not None and all(self.links[name].up for name, _ in path)
+
+    def _bg_path(self, key: tuple[int, int]) -> list[Hop] | None:
+        src, dst = self._conditions[key[0]].background[key[1]]
+        return self.controller.route(src, dst)
+
     def _allocate(self, transfers: list[_Transfer]) -> None:
-        active = [t for t in transfers if t.phase == "active" and t.path is not None]
+        """Max-min fair rates for the active FL flows and the background flows; with traffic
+        prioritisation, FL flows first and background flows on what is left."""
+        self._rates_version = self._version
         for t in transfers:
             t.rate = 0.0
-        paths = {t: t.path for t in active}
-        capacity = {hop: self._capacity(self.links[hop[0]]) for t in active for hop in t.path}
-        caps = {t: mathis_rate(self._rtt(t.path), self._path_loss(t.path)) for t in active}
-        for t, rate in max_min_rates(paths, capacity, caps).items():
-            t.rate = rate
+        fl = {t: t.path for t in transfers if t.phase == "active" and self._usable(t.path)}
+        bg = {(h, i): self._bg_path((h, i)) for h, c in self._conditions.items() for i in range(len(c.background))}
+        bg = {k: p for k, p in bg.items() if self._usable(p)}
+        capacity = {hop: self._capacity(self.links[hop[0]]) for p in [*fl.values(), *bg.values()] for hop in p}
+        caps = {f: mathis_rate(self._rtt(p), self._path_loss(p)) for f, p in [*fl.items(), *bg.items()]}
+        if self.controller.traffic_prioritization:
+            rates = max_min_rates(fl, capacity, caps)
+            left = dict(capacity)
+            for f, p in fl.items():
+                for hop in p:
+                    left[hop] = max(left[hop] - rates[f], 0.0)
+            rates.update(max_min_rates(bg, left, caps))
+        else:
+            rates = max_min_rates({**fl, **bg}, capacity, caps)
+        for t in fl:
+            t.rate = rates[t]
+        self._bg_rates = {k: rates[k] for k in bg}
 
     def _next_change(self, transfers: list[_Transfer], now: float) -> float:
         times = [math.inf]
@@ -179,19 +220,23 @@ class SimNetwork:
 
     # -- link state -------------------------------------------------------------------------
     def _recompute_links(self) -> None:
+        self.links = self._link_states(self._conditions)
+        self._version += 1
+        seen = {h: c for h, c in self._conditions.items() if h not in self._undetected}
+        self.controller.network_changed(self.links if len(seen) == len(self._conditions) else self._link_states(seen))
+
+    def _link_states(self, conditions: dict[int, Condition]) -> dict[str, LinkState]:
         links = {}
         for name, link in self.topology.links.items():
             delay, keep, bw, up = link.delay_ms, 1.0 - link.loss, link.bw_mbps, True
-            for c in self._conditions.values():
+            for c in conditions.values():
                 if name in c.links:
                     delay += c.extra_delay_ms
                     keep *= 1.0 - c.loss
                     bw = min(bw, c.bandwidth_mbps) if c.bandwidth_mbps is not None else bw
                     up = up and not c.down
             links[name] = LinkState(bw, delay, 1.0 - keep, up)
-        self.links = links
-        self._version += 1
-        self.controller.network_changed(links)
+        return links
 
     @staticmethod
     def _capacity(state: LinkState) -> float:
