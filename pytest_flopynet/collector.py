@@ -24,6 +24,7 @@ class RoundRecord:
     accuracy: float
     loss: float
     rejected: list[str] = field(default_factory=list)  # returned, but dropped by the policy engine
+    aggregated: bool = True  # False: too few updates for the rule, the global model was kept
 
 
 @dataclass

@@ -11,13 +11,21 @@ from .model import ScenarioConfig, ScenarioEvent, load_scenario
 from .testrun import make_scenario, option, seed_for_test
 
 
-def event_fixture(*events: ScenarioEvent):
-    """A fixture that adds events to the test's scenario: `partition = event_fixture(ScenarioEvent(...))`."""
-    @pytest.fixture
-    def _event_fixture(scenario):
-        for event in events:
+def event_fixture(*events: ScenarioEvent, params: list | None = None, ids=None):
+    """A fixture that adds events to the test's scenario:
+
+        partition = event_fixture(ScenarioEvent(...))
+        latency = event_fixture(lambda ms: ScenarioEvent(..., parameters={"latency_increase_ms": ms}),
+                                params=[10, 50, 100])   # one test per value
+
+    With `params`, the single argument is a function of the parameter that returns the event(s)."""
+    @pytest.fixture(params=params, ids=ids)
+    def _event_fixture(request, scenario):
+        made = events if params is None else events[0](request.param)
+        made = (made,) if isinstance(made, ScenarioEvent) else tuple(made)
+        for event in made:
             scenario.add_event(event)
-        return events[0] if len(events) == 1 else events
+        return made[0] if len(made) == 1 else made
     return _event_fixture
 
 

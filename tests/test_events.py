@@ -241,8 +241,46 @@ def test_anomaly_detection_switched_on_mid_run_quarantines_the_attackers():
     assert result.analysis["execution_summary"]["total_policy_violations"] >= 2
 
 
-def test_the_seeds_event_lists_run_unchanged():
-    from tests.test_model import NETWORK_INSTABILITY  # noqa: F401  (the seed's events, field for field)
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+
+
+def test_the_seeds_network_instability_events_run_unchanged():
+    from pytest_flopynet import load_scenario
+    result = run_scenario(load_scenario(DATA / "network_instability_ci.yaml"), seed=0)
+    assert result.state == "completed" and result.rounds_completed == 30
+    assert [(e["event_type"], e["start_time"], e["end_time"]) for e in result.events] == [
+        ("network_latency_increase", 300, 480), ("network_packet_loss", 600, 720),
+        ("network_bandwidth_limit", 900, 1140), ("network_partition", 1200, 1290)]
+    latency = dict(zip(*result.metrics.series("network_latency_ms")))
+    # mesh of 4 switches (6 trunks) and 8 hosts (server, 6 clients, 1 idle): 14 links, 7 of them + 30 ms
+    assert latency[290.0] == 20.0 and latency[300.0] == pytest.approx(20 + 30 * 7 / 14) and latency[490.0] == 20.0
+    loss = dict(zip(*result.metrics.series("network_packet_loss")))
+    assert max(loss[t] for t in loss if 600 <= t < 720) > 0 and loss[590.0] == loss[730.0] == 0.0
+    for r in result.rounds:
+        if r["end_time"] <= 1200 or r["start_time"] >= 1290:
+            assert {"client_1", "client_2"} <= set(r["participants"])
+        elif r["start_time"] >= 1200:
+            assert {"client_1", "client_2"}.isdisjoint(r["participants"] + r["stragglers"])
+    crossing = next(r for r in result.rounds if r["start_time"] < 1200 < r["end_time"])
+    assert crossing["stragglers"] == ["client_1", "client_2"]  # the server's 60 s round timeout
+    assert result.final_accuracy >= 0.85
+
+
+def test_the_seeds_adversarial_events_run_unchanged():
+    from pytest_flopynet import load_scenario
+    with pytest.warns(UserWarning, match="node_count is 12 but the scenario has 12 clients"):
+        config = load_scenario(DATA / "adversarial_attacks_ci.yaml")
+    result = run_scenario(config, seed=0)
+    assert result.state == "completed" and result.rounds_completed == 40
+    assert [(e["event_type"], e["start_time"], e["end_time"]) for e in result.events] == [
+        ("model_poisoning", 480, 1080), ("model_poisoning", 720, 1200), ("policy_change", 900, None),
+        ("security_event", 1800, 1920)]
+    pm = result.analysis["policy_metrics"]
+    assert pm["active_policy"] == "strict_anomaly_detection"
+    assert pm["attack_detection_rate"] == 1.0 and pm["false_positive_rate"] <= 0.1
+    security = dict(zip(*result.metrics.series("security_events")))
+    assert security[1800.0] >= 1  # the DDoS
+    assert result.final_accuracy >= 0.8
 
 
 # -- composition -------------------------------------------------------------------------------

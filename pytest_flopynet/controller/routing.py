@@ -24,7 +24,8 @@ class Controller:
         self.traffic_prioritization = traffic_prioritization
         self._routes: dict[tuple[str, str], list[Hop] | None] = {}
         self._graph: nx.Graph | None = None
-        self.stats = {"route_computations": 0, "reroutes": 0, "network_changes": 0}
+        self.stats = {"flows": 0, "route_computations": 0, "reroutes": 0, "network_changes": 0}
+        self.link_utilization: dict[str, float] = {}  # last sample the backend reported
 
     def network_changed(self, links: Mapping[str, LinkState]) -> None:
         """Install the new link states; routes are recomputed on demand and reroutes counted."""

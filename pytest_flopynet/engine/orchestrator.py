@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from ..collector import Collector, EventRecord, RoundRecord
 from ..errors import FlopynetError
+from ..fl.aggregation import minimum_updates
 from ..fl.cluster import FLCluster
 from ..model import EventType, ScenarioConfig, ScenarioEvent, ScenarioState, event_duration
 from ..network.backend import Backend, Flow
@@ -215,14 +216,16 @@ class Orchestrator:
             return False
         attackers = {c for c in returned if cluster.clients[c].tampers}
         accepted = self.policy.screen([updates[c] for c in returned], cluster.global_params, now, attackers)
-        if accepted:
+        # a robust rule with too few updates (clients lost or quarantined) keeps the global model
+        aggregated = len(accepted) >= minimum_updates(fl.aggregation_method, fl.aggregation_parameters)
+        if aggregated:
             cluster.aggregate(accepted)
         accuracy, loss = cluster.evaluate()
         record = RoundRecord(rnd, start, now, returned, [c for c in selected if c not in returned],
                              bytes_up=nbytes * len(arrived),
                              bytes_down=nbytes * sum(t is not None for t in got), accuracy=accuracy, loss=loss,
                              rejected=sorted(set(returned) - {u.client for u in accepted},
-                                             key=lambda c: int(c.split("_")[1])))
+                                             key=lambda c: int(c.split("_")[1])), aggregated=aggregated)
         self.execution.metrics.record_round(record)
         self.execution.current_round = rnd
         if self.on_round_end is not None:

@@ -81,7 +81,7 @@ class Scenario:
     def resolved_config(self) -> ScenarioConfig:
         """The scenario as it runs: its events plus those added by fixtures, and the seed used."""
         config = dataclasses.replace(self.config, events=[*self.config.events, *self.extra_events], seed=self.seed)
-        check(config, str(self.source or "<scenario>"), self.source.parent if self.source else None)
+        check(config, str(self.source or "<scenario>"), self.source.parent if self.source else None, warn=False)
         return config
 
     def run(self) -> ScenarioResult:

@@ -196,6 +196,12 @@ class Scaffold:
         return new.to(global_params.dtype)
 
 
+def minimum_updates(method: str, parameters: dict) -> int:
+    """Fewest updates the rule can aggregate: krum and multikrum need n > 2f + 2, bulyan n >= 4f + 3."""
+    f = int(parameters.get("f", 0))
+    return {"krum": 2 * f + 3, "multikrum": 2 * f + 3, "bulyan": 4 * f + 3}.get(method, 1)
+
+
 def make_aggregator(method: str, parameters: dict) -> Aggregator:
     """The server-side Aggregator for aggregation_method with its aggregation_parameters."""
     parameters = dict(parameters)

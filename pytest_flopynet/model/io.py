@@ -109,7 +109,7 @@ def from_dict(data: Any, source: str = "<scenario>", base_dir: Path | None = Non
     return config
 
 
-def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | None = None) -> None:
+def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | None = None, warn: bool = True) -> None:
     """Rules across fields (the schema cannot say them); raises ScenarioValidationError."""
     if not isinstance(config, ScenarioConfig):
         raise ScenarioValidationError(source, [("", f"expected a ScenarioConfig, got {type(config).__name__}")])
@@ -119,7 +119,7 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
     if fl.clients_per_round > n:
         problems.append(("fl_config.clients_per_round",
                          f"{fl.clients_per_round} clients per round but the scenario has only {n} clients"))
-    if net.node_count < n + 1:
+    if warn and net.node_count < n + 1:
         warnings.warn(f"{source}: network_config.node_count is {net.node_count} but the scenario has {n} clients "
                       f"plus the server ({n + 1} hosts); the topology places all {n + 1}", ScenarioWarning, stacklevel=3)
     if net.topology_type == "custom" and not net.custom_topology_file:

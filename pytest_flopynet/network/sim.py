@@ -101,6 +101,7 @@ class SimNetwork:
             util = max(load.get((name, link.a), 0.0), load.get((name, link.b), 0.0)) / cap if state.up else 0.0
             per_link[name] = {"latency_ms": state.delay_ms, "bandwidth_mbps": state.bw_mbps, "loss": state.loss,
                               "up": state.up, "utilization": util}
+        self.controller.link_utilization = {name: d["utilization"] for name, d in per_link.items()}
         up = [d for d in per_link.values() if d["up"]] or list(per_link.values())
         return NetworkStats(
             latency_ms=sum(d["latency_ms"] for d in up) / len(up),
@@ -149,6 +150,7 @@ class SimNetwork:
         for t in transfers:
             if t.phase == "wait" and t.flow.start <= now:
                 t.phase, changed = "setup", True
+                self.controller.stats["flows"] += 1
                 t.path = self.controller.route(t.flow.src, t.flow.dst)
                 t.ready_at = now + 1.5 * self._rtt(t.path) if self._usable(t.path) else math.inf
             if t.phase == "setup" and t.ready_at <= now:
