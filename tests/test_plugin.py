@@ -146,6 +146,32 @@ def test_fixtures_events_hooks_and_junit_properties(project):
     assert 'name="flopynet.final_accuracy"' in junit
 
 
+def test_parametrised_event_fixtures_give_one_test_per_value(project):
+    scenario_file(project, "scenarios/tiny/scenario.yaml")
+    project.makepyfile(test_param=textwrap.dedent("""
+        import pytest
+        from pytest_flopynet import ScenarioEvent, event_fixture
+
+        latency = event_fixture(lambda ms: ScenarioEvent("network_latency_increase", 0, "all_links",
+                                                         {"latency_increase_ms": ms}, duration=60),
+                                params=[0, 50], ids=["calm", "slow"])
+
+        @pytest.mark.scenario("tiny")
+        def test_latency(scenario, latency):
+            result = scenario.run()
+            first = result.rounds[0]["end_time"] - result.rounds[0]["start_time"]
+            # a transfer costs 2 RTTs (1.5 set-up, 0.5 propagation) plus 3 x bytes / C; a round is two
+            # transfers and 100 samples x 3 epochs x 3 x 1280 FLOPs at 20 GFLOP/s
+            base = 2 * (0.040 + 3 * 2600 / (10e6 / 8 * 1448 / 1514)) + 300 * 3 * 1280 / 20e9
+            # +ms on both links of a path: RTT + 4 ms, so + 8 ms per transfer, + 16 ms per round
+            extra = 16 * latency.parameters["latency_increase_ms"] / 1000
+            assert first == pytest.approx(base + extra, rel=1e-6)
+    """))
+    result = project.runpytest_subprocess("test_param.py", "-v")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*test_latency[[]calm[]] PASSED*", "*test_latency[[]slow[]] PASSED*"])
+
+
 def test_a_test_without_a_scenario_says_how_to_choose_one(project):
     project.makepyfile(test_none="def test_x(scenario):\n    scenario.run()\n")
     result = project.runpytest_subprocess()
