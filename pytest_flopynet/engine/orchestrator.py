@@ -197,24 +197,33 @@ class Orchestrator:
         selected = cluster.select(candidates, fl.clients_per_round, rnd)
         generation = {c: cluster.clients[c].generation for c in selected}
         nbytes = cluster.model_bytes
-        updates, arrived = {}, {}
+        work, tampers, arrived = {}, {}, {}
 
         def downloaded(client: str):
-            def train_then_upload(t: float) -> Flow | None:
+            def start_training(t: float) -> Flow | None:
                 if not self._alive(client, generation):
                     return None
-                updates[client] = cluster.train([client], rnd)[0]  # at the moment the model arrived
-                return Flow(client, server, nbytes, t + cluster.compute_seconds(client),
-                            on_complete=lambda t2: arrived.__setitem__(client, t2))
-            return train_then_upload
+                tampers[client] = list(cluster.clients[client].tampers)  # the attacks in force now
+                compute = cluster.compute_seconds(client)
+                if cluster.keeps_partial_work and deadline < end:
+                    # FedProx: a straggler sends what it managed, leaving time for its upload
+                    # (estimated as long as its download took)
+                    share = cluster.work_fraction(client, deadline - t - (t - start))
+                    if share < 1.0:
+                        work[client], compute = max(share, 1e-9), compute * share
+                return Flow(client, server, nbytes, t + compute, on_complete=lambda t2: arrived.__setitem__(client, t2))
+            return start_training
 
         got = self.backend.transfer([Flow(server, c, nbytes, start, on_complete=downloaded(c)) for c in selected],
                                     deadline)
         returned = [c for c in selected if c in arrived and self._alive(c, generation)]
+        # the updates depend only on the round's global model, each client's data, seed, work and the
+        # attacks in force when it started: train the returned clients together, batched where possible
+        updates = {u.client: u for u in cluster.train(returned, rnd, work, tampers)}
         now = self.clock.now()
         if now >= end and len(returned) < len(selected):
             return False
-        attackers = {c for c in returned if cluster.clients[c].tampers}
+        attackers = {c for c in returned if tampers[c]}
         accepted = self.policy.screen([updates[c] for c in returned], cluster.global_params, now, attackers)
         # a robust rule with too few updates (clients lost or quarantined) keeps the global model
         aggregated = len(accepted) >= minimum_updates(fl.aggregation_method, fl.aggregation_parameters)

@@ -132,14 +132,18 @@ class FLCluster:
         fl = self.config.fl_config
         return fl.local_epochs * -(-len(self.clients[name].indices) // fl.batch_size)
 
-    def train(self, names: list[str], round_number: int, work: dict[str, float] | None = None) -> list[Update]:
+    def train(self, names: list[str], round_number: int, work: dict[str, float] | None = None,
+              tampers: dict[str, list[Tamper]] | None = None) -> list[Update]:
         """Local training of each named client from the current global model, with its active
         data attacks applied to its data before and its update attacks to its parameters after.
 
         `work` gives a client a fraction of its local steps (a straggler's partial work, at least one
         step); the others do all their local epochs. For SCAFFOLD each client's gradient is corrected
-        by c - c_i."""
+        by c - c_i. `tampers` replaces the clients' active attacks by those in force when each started
+        training (the orchestrator trains every client of a round in one batch at its end)."""
         work = work or {}
+        active = {name: self.clients[name].tampers for name in names}
+        active.update(tampers or {})
         scaffold = self.config.fl_config.aggregation_method == "scaffold"
         c = self.server_state.get("c")
         tasks = []
@@ -147,7 +151,7 @@ class FLCluster:
             idx = torch.from_numpy(self.clients[name].indices)
             x, y = self.data.x_train[idx], self.data.y_train[idx]
             gen = torch.Generator().manual_seed(derive_seed(self.seed, "tamper-data", round_number, name))
-            for tamper in self.clients[name].tampers:
+            for tamper in active[name]:
                 if tamper.on_data:
                     x, y = tamper.data(x, y, self.data.num_classes, gen)
             max_steps = max(1, int(work[name] * self.local_steps(name))) if name in work else None
@@ -159,7 +163,7 @@ class FLCluster:
         updates = self.executor.train(self.global_params, tasks)
         for u in updates:
             gen = torch.Generator().manual_seed(derive_seed(self.seed, "tamper-update", round_number, u.client))
-            for tamper in self.clients[u.client].tampers:
+            for tamper in active[u.client]:
                 if not tamper.on_data:
                     u.params = tamper.update(u.params, self.global_params, gen)
         return updates
