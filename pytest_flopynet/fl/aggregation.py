@@ -22,7 +22,7 @@ def _stack(updates: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def fedavg(updates: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
     """Sample-weighted mean of the client models (McMahan et al. 2017)."""
-    w = torch.tensor(weights, dtype=torch.float64)
+    w = torch.tensor(weights, dtype=torch.float64, device=updates[0].device)
     return ((w / w.sum()) @ _stack(updates)).to(updates[0].dtype)
 
 
