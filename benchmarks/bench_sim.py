@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import warnings
 import os
 import platform
 import statistics
@@ -39,6 +40,7 @@ def thirty_minutes() -> ScenarioConfig:
 
 
 def main() -> None:
+    warnings.simplefilter("ignore")  # the seed's node_count 12 for 12 clients warns, as it should
     p = argparse.ArgumentParser()
     p.add_argument("--repeat", type=int, default=3)
     args = p.parse_args()
@@ -47,6 +49,10 @@ def main() -> None:
             HERE / "tests/data/digits_star.scenario.yaml"),
         "quickstart (scenarios/quickstart)": load_scenario(HERE / "scenarios/quickstart/scenario.yaml"),
         "thirty_minutes (30 min of scenario time)": thirty_minutes(),
+        "network_instability_ci (the seed's 4 network events)": load_scenario(
+            HERE / "tests/data/network_instability_ci.yaml"),
+        "adversarial_attacks_ci (the seed's 4 attack events)": load_scenario(
+            HERE / "tests/data/adversarial_attacks_ci.yaml"),
     }
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch threads")
