@@ -8,26 +8,16 @@ import argparse
 import dataclasses
 import warnings
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from bench_fl import cpu_name  # noqa: E402  (beside this script)
 from pytest_flopynet import FLConfig, NetworkConfig, ScenarioConfig, load_scenario, run_scenario
 
 HERE = Path(__file__).resolve().parent.parent
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def thirty_minutes() -> ScenarioConfig:
