@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..model import ScenarioState
+from .custom import ANALYSES, BASIC
 
 
 def _trend(times: list[float], values: list[float]) -> float:
@@ -56,12 +57,35 @@ def metrics_analysis(execution) -> dict[str, dict[str, float]]:
     return {k: v for k, v in out.items() if v}
 
 
-def recommendations(summary: dict[str, Any]) -> list[dict[str, str]]:
+def recommendations(summary: dict[str, Any], custom: dict[str, Any]) -> list[dict[str, str]]:
+    """The seed's rules, and more where the analyses support them."""
     recs = []
+
+    def rec(category, priority, text, evidence):
+        recs.append({"category": category, "priority": priority, "recommendation": text, "evidence": evidence})
+
+    conv = custom.get("convergence_analysis", {})
+    if conv.get("convergence_quality") == "unstable":
+        rec("FL Training", "high", "Consider reducing learning rate or increasing local epochs for better stability",
+            f"Accuracy stability: {conv['accuracy_stability']:.4f}")
+    net = custom.get("network_impact_analysis", {})
+    if net.get("network_sensitivity") == "high":
+        rec("Network", "medium", "Implement adaptive strategies for high-latency conditions",
+            f"Latency-accuracy correlation: {net['latency_accuracy_correlation']:.3f}")
     if summary["fl_rounds_completed"] and summary["final_accuracy"] < 0.7:
-        recs.append({"category": "Model Performance", "priority": "high",
-                     "recommendation": "Consider increasing model complexity or training duration",
-                     "evidence": f"Final accuracy: {summary['final_accuracy']:.3f}"})
+        rec("Model Performance", "high", "Consider increasing model complexity or training duration",
+            f"Final accuracy: {summary['final_accuracy']:.3f}")
+    rob = custom.get("robustness_metrics", {})
+    if rob.get("max_accuracy_drop", 0) > 0.1:
+        rec("Robustness", "high", "Use a Byzantine-robust aggregation rule or traffic prioritisation for FL flows",
+            f"Max accuracy drop during an event: {rob['max_accuracy_drop']:.3f}")
+    if rob.get("client_participation_rate") is not None and rob["client_participation_rate"] < 0.8:
+        rec("Participation", "medium", "Set a round timeout or use FedProx so stragglers still contribute",
+            f"Client participation rate: {rob['client_participation_rate']:.2f}")
+    sec = custom.get("security_analysis", {})
+    if sec.get("false_positive_rate") is not None and sec["false_positive_rate"] > 0.1:
+        rec("Security", "medium", "Raise the anomaly detector's threshold or shorten quarantines",
+            f"False positive rate: {sec['false_positive_rate']:.3f}")
     return recs
 
 
@@ -69,6 +93,10 @@ def analyze(execution) -> dict[str, Any]:
     """The seed's results structure plus the raw record (rounds and events in scenario seconds)."""
     summary = execution_summary(execution)
     raw = execution.metrics.to_dict()
+    policy = execution.policy.metrics() if execution.policy is not None else {}
+    record = {**raw, "policy_metrics": policy}
+    names = dict.fromkeys([*BASIC, *execution.config.analysis_config.custom_analysis])
+    custom = {name: ANALYSES[name](record) for name in names}
     return {
         "scenario_id": execution.scenario_id,
         "scenario_name": execution.config.name,
@@ -78,10 +106,10 @@ def analyze(execution) -> dict[str, Any]:
         "error_message": execution.error_message,
         "execution_summary": summary,
         "metrics_analysis": metrics_analysis(execution),
-        "custom_analysis": {},
-        "recommendations": recommendations(summary) if execution.state == ScenarioState.COMPLETED else [],
+        "custom_analysis": custom,
+        "recommendations": recommendations(summary, custom) if execution.state == ScenarioState.COMPLETED else [],
         "export_files": [],
-        "policy_metrics": execution.policy.metrics() if execution.policy is not None else {},
+        "policy_metrics": policy,
         "rounds": raw["rounds"],
         "events": raw["events"],
     }
