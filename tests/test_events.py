@@ -1,6 +1,5 @@
 """Every event type's effect, in numbers worked out by hand from the time model."""
 import math
-import random
 
 import pytest
 from hypothesis import given, settings

@@ -163,7 +163,7 @@ def test_reverting_every_condition_restores_the_network_exactly(conds, rnd):
 def test_overlapping_conditions_compose():
     net, _ = network(clients=1, latency=10.0)
     a = net.apply(Condition(("client_1-s1",), extra_delay_ms=30, loss=0.1, bandwidth_mbps=5))
-    b = net.apply(Condition(("client_1-s1",), extra_delay_ms=20, loss=0.2, bandwidth_mbps=8))
+    net.apply(Condition(("client_1-s1",), extra_delay_ms=20, loss=0.2, bandwidth_mbps=8))
     link = net.links["client_1-s1"]
     assert (link.delay_ms, link.loss, link.bw_mbps) == (60.0, pytest.approx(1 - 0.9 * 0.8), 5.0)
     net.revert(a)

@@ -149,23 +149,15 @@ def policy_change(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
 def resource_constraint(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
     """cpu_slowdown_factor lengthens local training by that factor; memory_limit_mb excludes the
     clients whose training would not fit (see FLCluster.training_memory_mb)."""
-    slow = event.parameters.get("cpu_slowdown_factor")
-    memory = event.parameters.get("memory_limit_mb")
-    clients = target_clients(event)
-    for c in clients:
-        state = ctx.cluster.clients[c]
-        if slow is not None:
-            state.slowdowns.append(float(slow))
-        if memory is not None:
-            state.memory_limits_mb.append(float(memory))
+    entries = [(ctx.cluster.clients[c], attr, float(event.parameters[param])) for c in target_clients(event)
+               for param, attr in (("cpu_slowdown_factor", "slowdowns"), ("memory_limit_mb", "memory_limits_mb"))
+               if param in event.parameters]
+    for state, attr, value in entries:
+        getattr(state, attr).append(value)
 
     def undo() -> None:
-        for c in clients:
-            state = ctx.cluster.clients[c]
-            if slow is not None:
-                state.slowdowns.remove(float(slow))
-            if memory is not None:
-                state.memory_limits_mb.remove(float(memory))
+        for state, attr, value in entries:
+            getattr(state, attr).remove(value)
     return undo
 
 

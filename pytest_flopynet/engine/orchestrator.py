@@ -6,7 +6,6 @@ and monitor samples fire from the scheduler at their exact times, including mid-
 """
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable

@@ -7,6 +7,7 @@ attack_detection_rate and false_positive_rate over the updates screened while a 
 from __future__ import annotations
 
 import math
+from functools import cache
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,10 @@ class Policy:
 POLICY_FIELDS = tuple(f.name for f in fields(Policy) if f.name != "name")
 
 
+@cache
 def load_policies(path: Path = BUILTIN) -> dict[str, Policy]:
-    """Policies from a YAML mapping name -> settings; unknown keys and detectors are errors."""
+    """Policies from a YAML mapping name -> settings; unknown keys and detectors are errors.
+    Read once per file (validation asks for every policy_change event); do not mutate the result."""
     data = yaml.safe_load(path.read_text()) or {}
     policies = {}
     for name, settings in data.items():
@@ -67,7 +70,7 @@ def tail_probability(z: float) -> float:
 
 class PolicyEngine:
     def __init__(self, policies: dict[str, Policy] | None = None):
-        self.policies = policies if policies is not None else load_policies()
+        self.policies = dict(policies if policies is not None else load_policies())
         self.active: Policy = self.policies.get("permissive", Policy("permissive"))
         self.quarantined_until: dict[str, float] = {}
         self.trust: dict[str, float] = {}
