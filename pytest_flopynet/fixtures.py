@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from .discovery import resolve_scenario
+from .discovery import load_config, resolve_scenario
 from .errors import FlopynetError, UnavailableError
-from .model import ScenarioConfig, ScenarioEvent, load_scenario
+from .model import ScenarioConfig, ScenarioEvent
 from .testrun import make_scenario, option, seed_for_test
 
 
@@ -56,7 +56,7 @@ def scenario_config(scenario_source) -> ScenarioConfig:
         pytest.fail("no scenario chosen: mark the test with @pytest.mark.scenario(name_or_path) "
                     "or override the scenario_config fixture", pytrace=False)
     try:
-        return load_scenario(scenario_source)
+        return load_config(scenario_source)
     except FlopynetError as exc:
         pytest.fail(str(exc), pytrace=False)
 

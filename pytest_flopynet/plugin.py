@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from .discovery import is_scenario_file, resolve_scenario
+from .analysis.compare import format_table
+from .discovery import CLASS_FILE, FOLDER_FILES, is_scenario_file, load_config, load_source, resolve_scenario
 from .errors import FlopynetError, UnavailableError
 from .testrun import finish, make_scenario, option, reports_root, run_seed
-from .model import load_scenario
 
 pytest_plugins = ["pytest_flopynet.fixtures"]
 
@@ -49,6 +49,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "flopynet: a collected scenario file")
     for family, text in FAMILIES.items():
         config.addinivalue_line("markers", f"{family}: {text}")
+    config.addinivalue_line("markers", "ci_size: a scenario's CI-size variant (offline data, minutes)")
+    config.addinivalue_line("markers", "full_size: a scenario at the original documentation's size")
     config.pluginmanager.register(SummaryReporter(config), "flopynet-summary")
 
 
@@ -73,7 +75,8 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config):
 
 
 def pytest_collect_file(file_path: Path, parent):
-    if is_scenario_file(file_path):
+    if is_scenario_file(file_path) or (file_path.name == CLASS_FILE and not any(
+            (file_path.parent / f).is_file() for f in FOLDER_FILES)):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 
@@ -95,7 +98,7 @@ _CACHE: dict[Path, object] = {}
 
 def _load_cached(path: Path):
     if path not in _CACHE:
-        _CACHE[path] = load_scenario(path)
+        _CACHE[path] = load_config(path)
     return _CACHE[path]
 
 
@@ -114,28 +117,30 @@ def pytest_runtest_call(item: pytest.Item):
 
 
 class ScenarioFile(pytest.File):
-    """A *.scenario.yaml / scenario.yaml file: one test item that runs it and checks its gates."""
+    """A *.scenario.yaml / scenario.yaml file, or a folder's scenario.py: one test item per scenario
+    that runs it (through its class's setup/run/teardown hooks) and checks its gates."""
 
     def collect(self):
         try:
-            config = load_scenario(self.path)
+            found = load_source(self.path)
         except FlopynetError as exc:
             raise self.CollectError(str(exc)) from None
-        item = ScenarioItem.from_parent(self, name=config.name, scenario=config)
-        item.add_marker("flopynet")
-        _add_tags(item, config.tags)
-        yield item
+        for scenario in found:
+            item = ScenarioItem.from_parent(self, name=scenario.config.name, scenario=scenario)
+            item.add_marker("flopynet")
+            _add_tags(item, scenario.config.tags)
+            yield item
 
 
 class ScenarioItem(pytest.Item):
     def __init__(self, *, scenario, **kwargs):
         super().__init__(**kwargs)
-        self.scenario = scenario
+        self.scenario = scenario  # a BaseScenario
 
     def runtest(self) -> None:
         try:
-            runner = make_scenario(self.config, self.nodeid, self.scenario, self.path)
-            runner.run()
+            runner = make_scenario(self.config, self.nodeid, self.scenario.config, self.path)
+            self.scenario.execute_on(runner)
         except UnavailableError as exc:
             pytest.skip(str(exc))
         finish(self, runner)
@@ -146,7 +151,7 @@ class ScenarioItem(pytest.Item):
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self):
-        return self.path, 0, f"scenario {self.scenario.name}"
+        return self.path, 0, f"scenario {self.scenario.config.name}"
 
 
 class SummaryReporter:
@@ -167,11 +172,13 @@ class SummaryReporter:
             return
         tr = terminalreporter
         tr.section("flopynet scenarios")
-        tr.write_line(f"{'test':<44} {'scenario':<20} {'state':<10} {'rounds':>6} {'final acc':>9} "
-                      f"{'scen. time':>11} {'gates':>6}  outcome")
-        for r in sorted(self.rows, key=lambda r: r["nodeid"]):
-            gates = f"{r['gates_passed']}/{r['gates']}" if r["gates"] else "-"
-            test = r["nodeid"].split("::", 1)[-1]
-            tr.write_line(f"{test[:44]:<44} {r['scenario'][:20]:<20} {r['state']:<10} {r['rounds']:>6} "
-                          f"{r['final_accuracy']:>9.4f} {r['duration_s']:>10.1f}s {gates:>6}  {r['outcome']}")
+        rows = sorted(self.rows, key=lambda r: r["nodeid"])
+        labels = [r["nodeid"].split("::", 1)[-1] for r in rows]
+        if len(set(labels)) < len(labels):  # same test name in two files: show whole ids
+            labels = [r["nodeid"] for r in rows]
+        extra = {label: {"scenario": r["scenario"], "state": r["state"],
+                         "gates": f"{r['gates_passed']}/{r['gates']}" if r["gates"] else "-", "outcome": r["outcome"]}
+                 for label, r in zip(labels, rows)}
+        for line in format_table(dict(zip(labels, rows)), extra, label="test"):
+            tr.write_line(line)
         tr.write_line(f"reports: {reports_root(self.config)}")

@@ -3,12 +3,12 @@ it records for JUnit and the terminal summary. Shared by the fixtures and the co
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
 
+from .analysis.compare import headline
 from .analysis.gates import evaluate, failure_message, merge_gates
 from .model import ScenarioConfig
 from .seeds import derive_seed
@@ -39,20 +39,9 @@ def report_folder(config: pytest.Config, nodeid: str) -> Path:
     return reports_root(config) / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
 
 
-def unmet_requirements(scenario: ScenarioConfig) -> str | None:
-    req = scenario.requirements
-    cores = os.cpu_count() or 1
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    if req.min_cpu_cores > cores:
-        return f"scenario {scenario.name!r} needs {req.min_cpu_cores} CPU cores, this machine has {cores}"
-    if req.min_memory_gb > memory_gb:
-        return f"scenario {scenario.name!r} needs {req.min_memory_gb:g} GiB of memory, this machine has {memory_gb:.1f}"
-    return None
-
-
 def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, source: Path | None, **parts):
     """The Scenario runner for one test, wired to the run's options and hooks."""
-    from .engine.runner import Scenario
+    from .engine.runner import Scenario, unmet_requirements
     reason = unmet_requirements(scenario)
     if reason:
         pytest.skip(reason)
@@ -81,9 +70,7 @@ def finish(item: pytest.Item, runner) -> None:
         item.user_properties.append((f"flopynet.{key}", value))
     gates = gates_for(item.config, result.config, item.iter_markers("gate"))
     result.gate_outcomes = evaluate(gates, result.analysis)
-    row = {"scenario": result.config.name, "state": str(result.state), "seed": runner.seed,
-           "rounds": summary["fl_rounds_completed"], "final_accuracy": summary["final_accuracy"],
-           "duration_s": summary["total_duration_seconds"], "gates_passed": sum(o.passed for o in result.gate_outcomes),
+    row = {**headline(result.analysis), "gates_passed": sum(o.passed for o in result.gate_outcomes),
            "gates": len(result.gate_outcomes), "report": str(result.report_dir or "")}
     item.user_properties.append(("flopynet", json.dumps(row)))
     if result.execution.error_message:

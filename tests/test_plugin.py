@@ -43,8 +43,9 @@ def test_scenario_files_are_collected_and_run(project):
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*more/edge.scenario.yaml::edge PASSED*",
                                  "*scenarios/basic/scenario.yaml::basic PASSED*",
-                                 "*flopynet scenarios*", "basic * completed * 3 * 1/1  passed"])
-    assert (project.path / "reports" / "scenarios_basic_scenario.yaml_basic" / "results.json").is_file()
+                                 "*flopynet scenarios*", "test * rounds  final acc*gates  outcome",
+                                 "basic * 3 * basic  completed    1/1   passed"])
+    assert (project.path / "reports" / "scenarios_basic_scenario.yaml_basic" / "analysis.json").is_file()
 
 
 def test_seed_is_in_the_header(project):

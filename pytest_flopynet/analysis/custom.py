@@ -144,7 +144,7 @@ def attack_impact_assessment(record: dict[str, Any]) -> dict[str, Any]:
     impacts = network_impact_analysis(record)["event_impacts"]
     attacks = [i for i in impacts if i["event_type"] in ("model_poisoning", "data_drift", "security_event")]
     return {"attacks": attacks,
-            "max_accuracy_loss": max((i["accuracy_before"] - i["accuracy_during"] for i in attacks
+            "max_accuracy_loss": max((max(0.0, i["accuracy_before"] - i["accuracy_during"]) for i in attacks
                                       if i["accuracy_before"] is not None and i["accuracy_during"] is not None),
                                      default=0.0)}
 

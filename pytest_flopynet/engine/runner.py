@@ -6,6 +6,8 @@ then `run()`.
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -13,13 +15,25 @@ from ..analysis.analyzer import analyze
 from ..analysis.result import ScenarioResult
 from ..controller import Controller
 from ..fl.cluster import FLCluster
-from ..errors import FlopynetError
+from ..errors import FlopynetError, UnavailableError
 from ..model import ScenarioConfig, ScenarioEvent, check
 from ..network import build_topology, make_backend
 from ..network.topology import Topology
 from ..report.exports import write_reports
 from .clock import VirtualClock
 from .orchestrator import Orchestrator, ScenarioExecution, StatusCallback, TimedCallback
+
+
+def unmet_requirements(scenario: ScenarioConfig) -> str | None:
+    """Why this machine cannot run the scenario (its ResourceRequirements), or None."""
+    req = scenario.requirements
+    cores = os.cpu_count() or 1
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    if req.min_cpu_cores > cores:
+        return f"scenario {scenario.name!r} needs {req.min_cpu_cores} CPU cores, this machine has {cores}"
+    if req.min_memory_gb > memory_gb:
+        return f"scenario {scenario.name!r} needs {req.min_memory_gb:g} GiB of memory, this machine has {memory_gb:.1f}"
+    return None
 
 
 class ScenarioRunError(FlopynetError):
@@ -46,6 +60,8 @@ class Scenario:
         self.raise_on_failure = False  # the pytest fixture sets it: a failed run fails the test
         self.orchestrator: Orchestrator | None = None
         self.result: ScenarioResult | None = None
+        self._pending: list[str] = []  # cancel/pause/resume asked before the orchestrator exists
+        self._control = threading.Lock()
 
     @property
     def topology(self) -> Topology:
@@ -78,6 +94,23 @@ class Scenario:
             return fn
         return deco
 
+    def _control_run(self, action: str) -> None:
+        with self._control:
+            if self.orchestrator is None:
+                self._pending.append(action)
+            else:
+                getattr(self.orchestrator, action)()
+
+    def cancel(self) -> None:
+        """Stop at the next scenario step; the run ends cancelled with what it collected."""
+        self._control_run("cancel")
+
+    def pause(self) -> None:
+        self._control_run("pause")
+
+    def resume(self) -> None:
+        self._control_run("resume")
+
     def resolved_config(self) -> ScenarioConfig:
         """The scenario as it runs: its events plus those added by fixtures, and the seed used."""
         config = dataclasses.replace(self.config, events=[*self.config.events, *self.extra_events], seed=self.seed)
@@ -85,15 +118,23 @@ class Scenario:
         return config
 
     def run(self) -> ScenarioResult:
+        """Run once; raises UnavailableError when the machine lacks the scenario's requirements."""
         config = self.resolved_config()
+        reason = unmet_requirements(config)
+        if reason:
+            raise UnavailableError(reason)
         clock = VirtualClock()
         backend = make_backend(self.backend, clock, self.controller)
         backend.build(self.topology)
         execution = ScenarioExecution(f"{config.name}-{self.seed}", config, self.seed, backend=self.backend)
-        self.orchestrator = Orchestrator(execution, clock=clock, backend=backend, topology=self.topology,
-                                         cluster=self.cluster, controller=self.controller, callbacks=self.callbacks,
-                                         status_callbacks=self.status_callbacks, on_event=self.on_event,
-                                         on_round_end=self.on_round_end)
+        orchestrator = Orchestrator(execution, clock=clock, backend=backend, topology=self.topology,
+                                    cluster=self.cluster, controller=self.controller, callbacks=self.callbacks,
+                                    status_callbacks=self.status_callbacks, on_event=self.on_event,
+                                    on_round_end=self.on_round_end)
+        with self._control:
+            self.orchestrator = orchestrator
+            for action in self._pending:
+                getattr(orchestrator, action)()
         self.orchestrator.run()
         self.result = ScenarioResult(config, execution, analyze(execution))
         if self.reports_dir is not None:

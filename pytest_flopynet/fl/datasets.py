@@ -213,6 +213,9 @@ def _cifar(name: str, data_dir: Path | None, folder: str, train: list[str], test
     return _tensors(xtr, ytr, xte, yte, classes)
 
 
+LOCAL_DATASETS = ("cifar10", "cifar100", "mnist")  # read from --flopynet-data-dir, never downloaded
+
+
 @register_dataset("cifar10")
 def cifar10(seed: int, data_dir: Path | None = None) -> Dataset:
     """CIFAR-10 from <data_dir>/cifar-10-batches-py/ (data_batch_1..5, test_batch), normalised per channel."""

@@ -205,21 +205,33 @@ _MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6,
                  (6, 320, 1, 1))
 
 
+def _divisible(value: float, divisor: int = 8) -> int:
+    """Channel count rounded to a multiple of 8, never more than 10% below value (the paper's code)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
 @register_model("mobilenet_v2")
 def mobilenet_v2(input_shape: tuple[int, ...], num_classes: int, pretrained: bool = False,
-                 weights_path: str | None = None) -> nn.Module:
+                 weights_path: str | None = None, width_mult: float = 1.0) -> nn.Module:
     """MobileNetV2 (Sandler et al. 2018) in its CIFAR form (stride-1 stem and second stage, so 32x32
-    inputs end at 4x4), GroupNorm in place of BatchNorm."""
+    inputs end at 4x4), GroupNorm in place of BatchNorm. width_mult scales every layer's channels
+    as the paper's width multiplier does (the last layer keeps 1280 for width_mult < 1)."""
+    if not isinstance(width_mult, (int, float)) or isinstance(width_mult, bool) or width_mult <= 0:
+        raise FlopynetError(f"fl_config.model_parameters.width_mult: {width_mult!r} is not a positive number "
+                            "(mobilenet_v2)")
     channels, _, _ = _image_shape(input_shape, None, "mobilenet_v2")
     layers: list[nn.Module] = [nn.Unflatten(1, (1, input_shape[0]))] if len(input_shape) == 2 else []
-    layers += [nn.Conv2d(channels, 32, 3, 1, 1, bias=False), _norm(32), nn.ReLU6()]
-    cin = 32
+    cin = _divisible(32 * width_mult)
+    layers += [nn.Conv2d(channels, cin, 3, 1, 1, bias=False), _norm(cin), nn.ReLU6()]
     for expansion, cout, blocks, stride in _MOBILENET_V2:
+        cout = _divisible(cout * width_mult)
         for i in range(blocks):
             layers.append(InvertedResidual(cin, cout, expansion, stride if i == 0 else 1))
             cin = cout
-    layers += [nn.Conv2d(320, 1280, 1, bias=False), _norm(1280), nn.ReLU6(), nn.AdaptiveAvgPool2d(1),
-               nn.Flatten(), nn.Linear(1280, num_classes)]
+    last = _divisible(1280 * max(1.0, width_mult))
+    layers += [nn.Conv2d(cin, last, 1, bias=False), _norm(last), nn.ReLU6(), nn.AdaptiveAvgPool2d(1),
+               nn.Flatten(), nn.Linear(last, num_classes)]
     return _pretrained(nn.Sequential(*layers), "mobilenet_v2", pretrained, weights_path)
 
 
