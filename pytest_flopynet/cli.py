@@ -23,7 +23,7 @@ def cmd_validate(args) -> int:
                 warnings.simplefilter("always")
                 config = load_scenario(path)
             for w in caught:
-                print(f"warning: {w.message}", file=sys.stderr)
+                _one_line_warning(w.message, w.category, w.filename, w.lineno)
             print(f"{path}: ok ({config.name}, {len(config.events)} events)")
         except FlopynetError as exc:
             print(exc, file=sys.stderr)
@@ -233,7 +233,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    from .model import ScenarioWarning
+    where = f"{filename}: " if issubclass(category, ScenarioWarning) else ""  # the scenario file
+    print(f"warning: {where}{message}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -153,12 +154,13 @@ def resolve_scenario(name_or_path: str | Path, search: list[Path]) -> Path:
         if c.is_file():
             return c
         tried.append(c)
-    for d in search:  # by the name inside the file, e.g. a CI-size variant beside its full size
+    for d in search if given.name == name else ():  # a CI-size variant beside its full size, by file name
         for path in (d / "scenarios").rglob(f"{name}.scenario.*") if (d / "scenarios").is_dir() else ():
             if is_scenario_file(path):
                 return path
+    by_name = f" and scenarios/**/{name}.scenario.yaml" if given.name == name else ""
     raise FlopynetError(f"no scenario {name!r}: looked for " + ", ".join(dict.fromkeys(str(t) for t in tried))
-                        + " and scenarios/**/" + f"{name}.scenario.yaml")
+                        + by_name)
 
 
 SIZE_ENV = "FLOPYNET_SCENARIO_SIZE"
@@ -183,7 +185,11 @@ def find_scenario(name_or_path: str | Path, search: list[Path], size: str | None
     try:
         path = resolve_scenario(name_or_path, search)
     except FlopynetError:
-        catalogue = discover(search)
+        if Path(name_or_path).name != str(name_or_path) or Path(name_or_path).suffix:
+            raise  # a path that is not there
+        with warnings.catch_warnings():  # only the scenario asked for may warn
+            warnings.simplefilter("ignore")
+            catalogue = discover(search)
         if str(name_or_path) in catalogue.scenarios:
             return catalogue.scenarios[str(name_or_path)]
         raise

@@ -136,6 +136,13 @@ def test_events_start_and_end_at_their_times_and_restore_the_network(tiny_config
     assert crossing["end_time"] - crossing["start_time"] > before
 
 
+def test_a_sample_at_an_events_start_or_end_sees_the_state_after_it(tiny_config):
+    config = slow_network(tiny_config, duration_minutes=5, events=[ScenarioEvent(
+        "network_latency_increase", 100, "all_links", {"latency_increase_ms": 40}, duration=100)])
+    latency = dict(zip(*run_scenario(config, seed=0).metrics.series("network_latency_ms")))
+    assert (latency[90.0], latency[100.0], latency[190.0], latency[200.0]) == (10.0, 50.0, 50.0, 10.0)
+
+
 @pytest.mark.parametrize("timeout", [None, 30.0])
 def test_a_partitioned_client_misses_exactly_the_rounds_it_is_cut_off(tiny_config, timeout):
     config = slow_network(tiny_config, duration_minutes=5, events=[ScenarioEvent(

@@ -122,7 +122,7 @@ class Orchestrator:
             sched.at(cb.time, lambda cb=cb: self._start_callback(cb), getattr(cb.fn, "__name__", "callback"))
         interval = self.execution.metrics.monitor_interval
         for k in range(int(self.config.duration_seconds // interval) + 1):
-            sched.at(k * interval, self._sample, "monitor")
+            sched.at(k * interval, self._sample, "monitor", priority=1)
 
     def _start_event(self, event: ScenarioEvent, index: int, ctx: EventContext) -> None:
         now = self.clock.now()

@@ -1,4 +1,5 @@
-"""A heap of timed callbacks in scenario seconds; equal times fire in the order they were added."""
+"""A heap of timed callbacks in scenario seconds; equal times fire by priority (lower first), then
+in the order they were added."""
 from __future__ import annotations
 
 import heapq
@@ -11,6 +12,7 @@ from typing import Callable
 @dataclass(order=True)
 class Entry:
     time: float
+    priority: int
     seq: int
     callback: Callable[[], None] = field(compare=False)
     label: str = field(default="", compare=False)
@@ -25,10 +27,12 @@ class Scheduler:
         self._heap: list[Entry] = []
         self._seq = itertools.count()
 
-    def at(self, time: float, callback: Callable[[], None], label: str = "") -> Entry:
+    def at(self, time: float, callback: Callable[[], None], label: str = "", priority: int = 0) -> Entry:
+        """priority > 0 runs after everything else due at the same time (the monitor uses it, so a
+        sample shows the state after the events of its instant)."""
         if time < 0 or math.isnan(time):
             raise ValueError(f"cannot schedule {label or callback!r} at {time}")
-        entry = Entry(float(time), next(self._seq), callback, label)
+        entry = Entry(float(time), priority, next(self._seq), callback, label)
         heapq.heappush(self._heap, entry)
         return entry
 

@@ -120,8 +120,10 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
         problems.append(("fl_config.clients_per_round",
                          f"{fl.clients_per_round} clients per round but the scenario has only {n} clients"))
     if warn and net.node_count < n + 1:
-        warnings.warn(f"{source}: network_config.node_count is {net.node_count} but the scenario has {n} clients "
-                      f"plus the server ({n + 1} hosts); the topology places all {n + 1}", ScenarioWarning, stacklevel=3)
+        # attributed to the scenario file, so pytest's warning summary points there
+        warnings.warn_explicit(f"network_config.node_count is {net.node_count} but the scenario has {n} clients "
+                               f"plus the server ({n + 1} hosts); the topology places all {n + 1}", ScenarioWarning,
+                               filename=str(source), lineno=0, module="pytest_flopynet.model.io")
     if net.topology_type == "custom" and not net.custom_topology_file:
         problems.append(("network_config.custom_topology_file", "required when topology_type is custom"))
     problems += _check_aggregation(fl)
