@@ -53,3 +53,51 @@ def test_the_documented_option_defaults_are_the_real_ones(pytester):
     for row in ("| `--flopynet-seed N` | `flopynet_seed` | 0 |", "| `--flopynet-backend B` | `flopynet_backend` | |",
                 "| `--flopynet-reports DIR` | `flopynet_reports` | reports |"):
         assert row in README
+
+
+def blocks(heading: str, lang: str) -> list[str]:
+    section = README.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{lang}\n(.*?)```", section, re.S)
+
+
+def test_the_scenario_class_example_is_collected_and_runs_its_hooks(pytester):
+    folder = pytester.path / "scenarios" / "flaky_uplink"
+    folder.mkdir(parents=True)
+    (folder / "scenario.py").write_text(block("Scenario classes, and scenarios from other packages", "python"))
+    result = pytester.runpytest_subprocess("-m", "network_instability", "-v", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*scenarios/flaky_uplink/scenario.py::flaky_uplink PASSED*"])
+
+
+def test_the_python_api_example_runs(tmp_path):
+    script = tmp_path / "api_example.py"
+    script.write_text(block("The Python API", "python").replace('reports="reports"', f'reports="{tmp_path}"'))
+    run = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].split()[0] in ("pending", "initializing", "running", "completed")
+    assert 0.9 <= float(lines[1]) <= 1.0  # network_instability_ci's gate
+    assert "'scenario':" in lines[2]
+
+
+def test_the_command_line_examples_run(tmp_path):
+    reports = tmp_path / "reports"
+    for command in blocks("The command line", "bash")[0].strip().splitlines():
+        argv = [str(reports) + word[len("reports"):] if word.startswith("reports") else word
+                for word in command.split()]
+        assert argv[0] == "flopynet"
+        run = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", *argv[1:]], cwd=ROOT, capture_output=True,
+                             text=True, timeout=600)
+        assert run.returncode == 0, (command, run.stderr)
+    assert "best_accuracy: network_instability_ci-seed" in run.stdout
+    assert (reports / "compare.png").stat().st_size > 10_000
+
+
+def test_flopynet_list_shows_the_built_in_scenarios():
+    run = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", "list"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    rows = {line.split()[0]: line.split()[1:4] for line in run.stdout.splitlines()[1:]}
+    for family, name in [("basic_fl_training", "basic_fl_training"), ("network_instability", "network_instability"),
+                         ("adversarial_attacks", "adversarial_attacks"), ("custom_edge", "custom_edge_scenario")]:
+        assert rows[name] == [family, "full", "sim"] and rows[f"{name}_ci"] == [family, "ci", "sim"]
