@@ -97,3 +97,39 @@ def scenario(request, scenario_config, scenario_source, topology, controller, fl
                            topology=topology, controller=controller, cluster=fl_cluster)
     runner.raise_on_failure = True
     return runner
+
+
+class ScenarioRuns:
+    """Runs the test's scenario afresh on every call, with extra events, and checks its gates: what
+    a Hypothesis test calls once per drawn schedule. Nothing is shared between calls, so examples
+    cannot leak into each other; the last call is kept so a failing, shrunk schedule can be written
+    out as a replayable scenario file."""
+
+    def __init__(self, request, config: ScenarioConfig, source: Path | None):
+        self.request, self.config, self.source = request, config, source
+        self.last = None  # (the resolved config with seed and gates, the result)
+
+    def __call__(self, events=(), *, check_gates: bool = True):
+        import dataclasses
+
+        from .analysis.gates import evaluate, failure_message
+        from .testrun import GateFailed, gates_for
+        item = self.request.node
+        config = dataclasses.replace(self.config, events=[*self.config.events, *events])
+        runner = make_scenario(item.config, item.nodeid, config, self.source)
+        runner.reports_dir = None  # only a falsifying schedule is written, by the plugin
+        runner.raise_on_failure = True
+        gates = gates_for(item.config, config, item.iter_markers("gate"))
+        self.last = (dataclasses.replace(runner.resolved_config(), gates=[str(g) for g in gates]), None)
+        result = runner.run()
+        self.last = (self.last[0], result)
+        outcomes = evaluate(gates, result.analysis)
+        if check_gates and not all(o.passed for o in outcomes):
+            raise GateFailed(f"scenario {config.name!r} with {len(events)} drawn events: " + failure_message(outcomes))
+        return result
+
+
+@pytest.fixture
+def scenario_runs(request, scenario_config, scenario_source) -> ScenarioRuns:
+    """Call it with a list of events to run the scenario with them (see ScenarioRuns)."""
+    return ScenarioRuns(request, scenario_config, scenario_source)

@@ -3,6 +3,7 @@ the terminal summary. The work itself lives in the package's modules."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from .analysis.compare import format_table
 from .discovery import CLASS_FILE, FOLDER_FILES, is_scenario_file, load_config, load_source, resolve_scenario
 from .errors import FlopynetError, UnavailableError
-from .testrun import finish, make_scenario, option, reports_root, run_seed
+from .testrun import finish, make_scenario, option, reports_root, run_seed, write_falsifying
 
 pytest_plugins = ["pytest_flopynet.fixtures"]
 
@@ -20,6 +21,24 @@ FAMILIES = {
     "adversarial_attacks": "FL with Byzantine clients and security policies",
     "custom_edge": "edge FL with intermittent clients",
 }
+
+
+def _register_hypothesis_profiles() -> None:
+    """dev, ci and nightly: no deadline (an example is a whole scenario run), and the function-scoped
+    scenario_runs fixture allowed (it shares nothing between examples). ci is derandomized, so a CI
+    run draws the same examples every time."""
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:
+        return
+    common = {"deadline": None, "print_blob": True,
+              "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+    settings.register_profile("dev", max_examples=20, **common)
+    settings.register_profile("ci", max_examples=50, derandomize=True, **common)
+    settings.register_profile("nightly", max_examples=500, **common)
+
+
+_register_hypothesis_profiles()  # at import, before Hypothesis's plugin loads --hypothesis-profile
 
 
 def pytest_addhooks(pluginmanager):
@@ -52,6 +71,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ci_size: a scenario's CI-size variant (offline data, minutes)")
     config.addinivalue_line("markers", "full_size: a scenario at the original documentation's size")
     config.pluginmanager.register(SummaryReporter(config), "flopynet-summary")
+    if config.pluginmanager.hasplugin("hypothesispytest") and not config.getoption("hypothesis_profile", None):
+        from hypothesis import settings
+        settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -114,6 +136,20 @@ def pytest_runtest_call(item: pytest.Item):
     if runner is not None and not isinstance(item, ScenarioItem):
         finish(item, runner)
     return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """A failing fuzzed test (xfailing too) leaves its last, shrunk schedule as a scenario file that
+    replays the failure."""
+    report = yield
+    runs = getattr(item, "funcargs", {}).get("scenario_runs")
+    raised = call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception)
+    if report.when == "call" and raised and runs is not None and runs.last is not None:
+        path = write_falsifying(item, runs.last[0])
+        report.sections.append(("flopynet", f"falsifying schedule written to {path}; replay: flopynet run {path}"))
+        item.user_properties.append(("flopynet.falsifying_schedule", str(path)))
+    return report
 
 
 class ScenarioFile(pytest.File):

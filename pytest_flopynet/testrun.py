@@ -79,6 +79,17 @@ def finish(item: pytest.Item, runner) -> None:
         raise GateFailed(f"scenario {result.config.name!r}: " + failure_message(result.gate_outcomes))
 
 
+def write_falsifying(item: pytest.Item, config: ScenarioConfig) -> Path:
+    """The scenario as it failed (its events, seed and gates) as a complete scenario file."""
+    import dataclasses
+
+    from .model import save_scenario
+    folder = report_folder(item.config, item.nodeid)
+    config = dataclasses.replace(config, name=f"{config.name}_falsifying",
+                                 description=f"{config.description} (falsifying schedule found by {item.nodeid})".strip())
+    return save_scenario(config, folder / "falsifying.scenario.yaml")
+
+
 class ScenarioFailed(AssertionError):
     pass
 
