@@ -90,8 +90,9 @@ def _add_tags(item: pytest.Item, tags) -> None:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config):
-    """Never collect the resolved scenario files a run writes into the reports folder."""
-    if collection_path == reports_root(config):
+    """Never collect the resolved scenario files runs write: not in the reports folder, nor in any
+    report folder (one holding an analysis.json) left by a run with another --flopynet-reports."""
+    if collection_path == reports_root(config) or (collection_path / "analysis.json").is_file():
         return True
     return None
 

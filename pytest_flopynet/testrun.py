@@ -3,6 +3,7 @@ it records for JUnit and the terminal summary. Shared by the fixtures and the co
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -29,6 +30,11 @@ def seed_for_test(config: pytest.Config, nodeid: str) -> int:
     return derive_seed(run_seed(config), nodeid)
 
 
+def worker_id(config: pytest.Config) -> str:
+    """The pytest-xdist worker running this process ("gw0", ...), or "main" without xdist."""
+    return getattr(config, "workerinput", {}).get("workerid", "main")
+
+
 def reports_root(config: pytest.Config) -> Path:
     root = Path(option(config, "reports"))
     return root if root.is_absolute() else config.rootpath / root
@@ -39,9 +45,19 @@ def report_folder(config: pytest.Config, nodeid: str) -> Path:
     return reports_root(config) / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
 
 
+def share_cores(config: pytest.Config) -> None:
+    """Under xdist, each worker trains with its share of the cores: n workers each using every core
+    only slow each other down (set OMP_NUM_THREADS to choose otherwise)."""
+    count = getattr(config, "workerinput", {}).get("workercount")
+    if count and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // count))
+
+
 def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, source: Path | None, **parts):
     """The Scenario runner for one test, wired to the run's options and hooks."""
     from .engine.runner import Scenario, unmet_requirements
+    share_cores(config)
     reason = unmet_requirements(scenario)
     if reason:
         pytest.skip(reason)
@@ -50,7 +66,7 @@ def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, 
                     source=source, reports_dir=report_folder(config, nodeid),
                     data_dir=Path(data_dir) if data_dir else None,
                     on_event=config.hook.pytest_flopynet_event, on_round_end=config.hook.pytest_flopynet_round_end,
-                    **parts)
+                    worker=worker_id(config), **parts)
 
 
 def gates_for(config: pytest.Config, scenario: ScenarioConfig, markers=()) -> list:

@@ -229,3 +229,25 @@ def test_strict_markers_are_clean_for_every_marker_the_plugin_uses(project):
             pass
     """))
     project.runpytest_subprocess("--strict-markers").assert_outcomes(passed=1)
+
+
+def test_xdist_workers_give_the_same_metrics_and_one_summary(project):
+    for i in range(4):
+        scenario_file(project, f"scenarios/s{i}.scenario.yaml", name=f"s{i}")
+    project.makepyfile(test_fixture_run="""
+        import pytest
+
+        @pytest.mark.scenario("scenarios/s0.scenario.yaml")
+        def test_with_fixture(scenario):
+            assert scenario.run().rounds_completed == 3
+    """)
+    runs = {}
+    for workers in ("0", "2"):
+        result = project.runpytest_subprocess("-n", workers, "--flopynet-reports", f"reports-{workers}")
+        result.assert_outcomes(passed=5)
+        summary = result.stdout.str().split("flopynet scenarios", 1)[1]
+        assert all(f"s{i}.scenario.yaml::s{i}" in summary or f"s{i} " in summary for i in range(4))
+        assert "test_with_fixture" in summary
+        runs[workers] = {p.parent.name: p.read_bytes()
+                         for p in (project.path / f"reports-{workers}").glob("*/metrics.json")}
+    assert len(runs["0"]) == 5 and runs["0"] == runs["2"]

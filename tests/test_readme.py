@@ -101,3 +101,13 @@ def test_flopynet_list_shows_the_built_in_scenarios():
     for family, name in [("basic_fl_training", "basic_fl_training"), ("network_instability", "network_instability"),
                          ("adversarial_attacks", "adversarial_attacks"), ("custom_edge", "custom_edge_scenario")]:
         assert rows[name] == [family, "full", "sim"] and rows[f"{name}_ci"] == [family, "ci", "sim"]
+
+
+def test_the_fuzzing_example_passes(pytester):
+    shutil.copytree(ROOT / "scenarios" / "fuzzed_schedules", pytester.path / "scenarios" / "fuzzed_schedules",
+                    ignore=shutil.ignore_patterns("test_*.py", "__pycache__"))
+    pytester.makepyfile(test_fuzz_example=block("Fuzzing schedules with Hypothesis", "python"))
+    result = pytester.runpytest_subprocess("test_fuzz_example.py", "-p", "no:cacheprovider",
+                                           "--hypothesis-profile", "dev", "--hypothesis-show-statistics")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*20 passing*"])

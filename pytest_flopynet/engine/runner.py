@@ -45,7 +45,7 @@ class Scenario:
                  source: Path | None = None, reports_dir: Path | None = None, data_dir: Path | None = None,
                  topology: Topology | None = None, controller: Controller | None = None,
                  cluster: FLCluster | None = None, on_event: Callable | None = None,
-                 on_round_end: Callable | None = None):
+                 on_round_end: Callable | None = None, worker: str = "main"):
         self.config = config
         self.seed = config.seed if config.seed is not None else seed
         self.backend = backend or config.backend or "sim"
@@ -57,6 +57,7 @@ class Scenario:
         self.callbacks: list[TimedCallback] = []
         self.status_callbacks: list[StatusCallback] = []
         self.on_event, self.on_round_end = on_event, on_round_end
+        self.worker = worker  # the xdist worker running it: names machine resources of real backends
         self.raise_on_failure = False  # the pytest fixture sets it: a failed run fails the test
         self.orchestrator: Orchestrator | None = None
         self.result: ScenarioResult | None = None
@@ -124,7 +125,7 @@ class Scenario:
         if reason:
             raise UnavailableError(reason)
         clock = VirtualClock()
-        backend = make_backend(self.backend, clock, self.controller)
+        backend = make_backend(self.backend, clock, self.controller, worker=self.worker)
         backend.build(self.topology)
         execution = ScenarioExecution(f"{config.name}-{self.seed}", config, self.seed, backend=self.backend)
         orchestrator = Orchestrator(execution, clock=clock, backend=backend, topology=self.topology,

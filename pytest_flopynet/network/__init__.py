@@ -6,8 +6,10 @@ from .backend import Backend, Condition, Flow, LinkState, NetworkStats
 from .topology import Link, Topology, build_topology
 
 
-def make_backend(name: str, clock, controller) -> Backend:
-    """The backend called `name`, on the given clock and controller."""
+def make_backend(name: str, clock, controller, *, worker: str = "main") -> Backend:
+    """The backend called `name`, on the given clock and controller. `worker` (the xdist worker id,
+    or "main") is for backends that hold machine resources: their namespaces, bridges and ports
+    must be named per worker so parallel workers never collide. The simulated one holds none."""
     if name == "sim":
         from .sim import SimNetwork
         return SimNetwork(clock, controller)
