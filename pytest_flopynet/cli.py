@@ -184,6 +184,14 @@ def cmd_compare(args) -> int:
 def cmd_report(args) -> int:
     from .analysis.compare import format_table, headline
     from .report.plots import plot_run
+    if args.allure:
+        from .report.allure import generate_html
+        index = generate_html(Path(args.allure), Path(args.output))
+        print(f"HTML report: {index} (serve the folder over HTTP to view it, e.g. npx allure open {args.output})")
+        if not args.folders:
+            return EXIT_OK
+    if not args.folders:
+        raise FlopynetError("flopynet report: give report folders, or --allure RESULTS")
     rows = {}
     for folder in map(Path, args.folders):
         path, results = _read_results(str(folder))
@@ -226,8 +234,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--plot", default="compare.png", help="overlay plot to write ('' for none)")
     c.add_argument("--json", help="write the comparison to this file")
     c.set_defaults(fn=cmd_compare)
-    rp = sub.add_parser("report", help="(re)draw the plots of report folders and print their figures")
-    rp.add_argument("folders", nargs="+")
+    rp = sub.add_parser("report", help="(re)draw the plots of report folders and print their figures; "
+                                       "--allure: an HTML report of pytest's --alluredir results (Allure 3)")
+    rp.add_argument("folders", nargs="*")
+    rp.add_argument("--allure", metavar="RESULTS", help="the --alluredir folder to turn into HTML")
+    rp.add_argument("-o", "--output", default="allure-report", help="where the HTML report goes")
     rp.set_defaults(fn=cmd_report)
     return p
 

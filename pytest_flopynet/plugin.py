@@ -11,6 +11,7 @@ import pytest
 from .analysis.compare import format_table
 from .discovery import CLASS_FILE, FOLDER_FILES, is_scenario_file, load_config, load_source, resolve_scenario
 from .errors import FlopynetError, UnavailableError
+from .report import allure
 from .testrun import finish, make_scenario, option, reports_root, run_seed, write_falsifying
 
 pytest_plugins = ["pytest_flopynet.fixtures"]
@@ -71,6 +72,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ci_size: a scenario's CI-size variant (offline data, minutes)")
     config.addinivalue_line("markers", "full_size: a scenario at the original documentation's size")
     config.pluginmanager.register(SummaryReporter(config), "flopynet-summary")
+    if allure.enabled(config):
+        config.pluginmanager.register(allure.AllureSteps(), "flopynet-allure")
     if config.pluginmanager.hasplugin("hypothesispytest") and not config.getoption("hypothesis_profile", None):
         from hypothesis import settings
         settings.load_profile("ci" if os.environ.get("CI") else "dev")
@@ -150,6 +153,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         path = write_falsifying(item, runs.last[0])
         report.sections.append(("flopynet", f"falsifying schedule written to {path}; replay: flopynet run {path}"))
         item.user_properties.append(("flopynet.falsifying_schedule", str(path)))
+        if allure.enabled(item.config):
+            allure.attach_file(path)
     return report
 
 

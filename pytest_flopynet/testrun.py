@@ -86,6 +86,9 @@ def finish(item: pytest.Item, runner) -> None:
         item.user_properties.append((f"flopynet.{key}", value))
     gates = gates_for(item.config, result.config, item.iter_markers("gate"))
     result.gate_outcomes = evaluate(gates, result.analysis)
+    from .report import allure
+    if allure.enabled(item.config):
+        allure.record(result, len(gates))
     row = {**headline(result.analysis), "gates_passed": sum(o.passed for o in result.gate_outcomes),
            "gates": len(result.gate_outcomes), "report": str(result.report_dir or "")}
     item.user_properties.append(("flopynet", json.dumps(row)))

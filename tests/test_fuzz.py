@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, find, given, settings
-from hypothesis import strategies as st
 
 from pytest_flopynet import load_scenario, validate
 from pytest_flopynet.analysis.gates import evaluate, merge_gates
@@ -71,12 +70,15 @@ def test_drawn_fl_and_network_configs_are_valid(fl, net):
 
 def test_a_falsifying_schedule_is_shrunk_written_minimal_and_replayed(pytester):
     shutil.copytree(FUZZ, pytester.path / "fuzz", ignore=shutil.ignore_patterns("__pycache__"))
-    result = pytester.runpytest_subprocess("fuzz", "-k", "test_fragile", "--runxfail", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("fuzz", "-k", "test_fragile", "--runxfail", "-p", "no:cacheprovider",
+                                           "--alluredir", "allure-results")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*falsifying schedule written to *falsifying.scenario.yaml*"])
     (written,) = (pytester.path / "reports").glob("*fragile*/falsifying.scenario.yaml")
     config = load_scenario(written)
     assert config.events and config.gates == ["fl_rounds_completed >= 10"]
+    (allure_result,) = (pytester.path / "allure-results").glob("*-result.json")
+    assert "falsifying.scenario.yaml" in allure_result.read_text()  # attached to the Allure result
 
     def passes(events) -> bool:
         run = Scenario(config.__class__(**{**config.__dict__, "events": events})).run()
