@@ -96,6 +96,9 @@ def cmd_run(args) -> int:
     from .analysis.gates import evaluate, failure_message, merge_gates
     from .discovery import find_scenario
     from .engine.runner import Scenario
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     found = find_scenario(args.scenario, [Path.cwd()], args.size)
     config = found.config
     seed = args.seed if args.seed is not None else (config.seed if config.seed is not None else 0)
@@ -222,6 +225,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--size", choices=["full", "ci"], help="ci: a built-in name means its CI-size variant "
                                                          "(default: $FLOPYNET_SCENARIO_SIZE, else full)")
     r.add_argument("--data-dir", help="folder holding local data sets (CIFAR, MNIST)")
+    r.add_argument("--threads", type=int, help="torch threads (default: all cores; pytest uses 1 per test, "
+                                               "and the same thread count gives the same metrics)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.add_argument("--backend", choices=["sim", "netns", "gns3"])
     r.add_argument("--json", help="write the results structure to this file")

@@ -55,6 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "backend, else sim)", ""),
         ("reports", "folder for each scenario's results, metrics and plots", "reports"),
         ("data_dir", "folder holding local data sets (CIFAR, MNIST)", ""),
+        ("threads", "torch threads each test trains with (the same for every -n, so metrics are too)", "1"),
     ]:
         group.addoption(f"--flopynet-{name.replace('_', '-')}", dest=f"flopynet_{name}", default=None, help=help_)
         parser.addini(f"flopynet_{name}", help_, default=default)

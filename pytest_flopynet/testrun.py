@@ -3,7 +3,6 @@ it records for JUnit and the terminal summary. Shared by the fixtures and the co
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -45,19 +44,20 @@ def report_folder(config: pytest.Config, nodeid: str) -> Path:
     return reports_root(config) / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
 
 
-def share_cores(config: pytest.Config) -> None:
-    """Under xdist, each worker trains with its share of the cores: n workers each using every core
-    only slow each other down (set OMP_NUM_THREADS to choose otherwise)."""
-    count = getattr(config, "workerinput", {}).get("workercount")
-    if count and "OMP_NUM_THREADS" not in os.environ:
-        import torch
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // count))
+def set_threads(config: pytest.Config) -> None:
+    """Every test trains with the same number of torch threads (--flopynet-threads, default 1), so
+    its metrics do not depend on -n: a float sum split over a different number of threads rounds
+    differently. One thread per test is also what makes xdist workers fill the cores."""
+    import torch
+    threads = int(option(config, "threads"))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, source: Path | None, **parts):
     """The Scenario runner for one test, wired to the run's options and hooks."""
     from .engine.runner import Scenario, unmet_requirements
-    share_cores(config)
+    set_threads(config)
     reason = unmet_requirements(scenario)
     if reason:
         pytest.skip(reason)
