@@ -1,0 +1,88 @@
+"""The FL node program as real processes on loopback: a server and clients exchanging weights over
+TCP, per-round metrics on the server's stdout, and a client that dies mid-run."""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pytest_flopynet import FLConfig, NetworkConfig, ScenarioConfig
+from pytest_flopynet.fl.node import (DONE, HEADER, MODEL, ConnectionBroken, NodeConfig, decode, encode_model,
+                                     encode_update, frame)
+
+CONFIG = ScenarioConfig(name="nodes", duration_minutes=10,
+                        fl_config=FLConfig(model_architecture="logreg", total_rounds=3, clients_per_round=3,
+                                           local_epochs=2, learning_rate=0.2, client_data_sizes=[120, 120, 120]),
+                        network_config=NetworkConfig(node_count=4))
+
+
+def test_wire_format_round_trips_bit_for_bit():
+    params = torch.randn(1000)
+    raw = encode_model(7, params)
+    magic, version, kind, length = HEADER.unpack_from(raw)
+    assert (magic, version, kind, length) == (b"FN", 1, MODEL, 4 + 4 * 1000)  # compact: 4 bytes per weight
+    msg = decode(kind, raw[HEADER.size:])
+    assert msg["round"] == 7 and torch.equal(msg["params"], params)
+    raw = encode_update(3, 120, 8, 0.25, params)
+    msg = decode(raw[3], raw[HEADER.size:])
+    assert (msg["round"], msg["samples"], msg["steps"], msg["loss"]) == (3, 120, 8, 0.25)
+    assert torch.equal(msg["params"], params)
+    assert decode(DONE, b"") == {"kind": "done"} and frame(DONE) == b"FN\x01\x04\x00\x00\x00\x00"
+    with pytest.raises(ConnectionBroken, match="unknown message kind 9"):
+        decode(9, b"")
+
+
+def node(config_path, *args):
+    return subprocess.Popen([sys.executable, "-m", "pytest_flopynet.fl.node", "--config", str(config_path), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def start(tmp_path):
+    path = NodeConfig.write(tmp_path / "node.json", CONFIG, seed=5)
+    server = node(path, "--role", "server", "--listen", "127.0.0.1:0", "--join-timeout", "15")
+    listening = json.loads(server.stdout.readline())
+    assert listening["event"] == "listening" and listening["host"] == "127.0.0.1"
+    address = f"127.0.0.1:{listening['port']}"
+    clients = {f"client_{i}": node(path, "--role", "client", "--name", f"client_{i}", "--server", address)
+               for i in (1, 2, 3)}
+    return server, clients
+
+
+def records(server, timeout=120):
+    out, _ = server.communicate(timeout=timeout)
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_server_and_clients_train_over_tcp(tmp_path):
+    server, clients = start(tmp_path)
+    lines = records(server)
+    assert server.returncode == 0
+    assert sorted(r["client"] for r in lines if r["event"] == "joined") == ["client_1", "client_2", "client_3"]
+    rounds = [r for r in lines if r["event"] == "round"]
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert all(r["participants"] == ["client_1", "client_2", "client_3"] and r["aggregated"] for r in rounds)
+    logreg_bytes = 4 * (64 * 10 + 10)
+    assert rounds[0]["bytes_down"] == rounds[0]["bytes_up"] == 3 * logreg_bytes
+    assert rounds[-1]["accuracy"] > 0.6 and rounds[-1]["loss"] < rounds[0]["loss"]
+    assert lines[-1] == {"event": "done", "rounds": 3}
+    for c in clients.values():
+        assert c.wait(timeout=60) == 0
+
+
+def test_a_client_that_dies_is_reported_and_the_others_go_on(tmp_path):
+    server, clients = start(tmp_path)
+    deadline = time.time() + 60
+    while clients["client_2"].poll() is None and time.time() < deadline:
+        clients["client_2"].kill()  # dies after joining, before or during its first update
+        time.sleep(0.05)
+    lines = records(server)
+    assert server.returncode == 0
+    lost = [r for r in lines if r["event"] in ("client_lost", "join_timeout")]
+    assert lost, lines
+    rounds = [r for r in lines if r["event"] == "round"]
+    assert len(rounds) == 3 and all("client_2" not in r["participants"] for r in rounds[1:])
+    assert all(r["participants"] for r in rounds[1:])  # the other two carried on
+    for name in ("client_1", "client_3"):
+        assert clients[name].wait(timeout=60) == 0
