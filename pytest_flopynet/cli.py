@@ -207,6 +207,13 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_cleanup(args) -> int:
+    from .network.netns import cleanup
+    removed = cleanup()
+    print("\n".join(f"removed {thing}" for thing in removed) if removed else "nothing left over")
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flopynet", description="Federated-learning robustness scenarios.")
     p.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
@@ -245,6 +252,9 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--allure", metavar="RESULTS", help="the --alluredir folder to turn into HTML")
     rp.add_argument("-o", "--output", default="allure-report", help="where the HTML report goes")
     rp.set_defaults(fn=cmd_report)
+    cl = sub.add_parser("cleanup", help="remove namespaces, links and Open vSwitch daemons that crashed "
+                                        "netns runs left behind (like mn -c)")
+    cl.set_defaults(fn=cmd_cleanup)
     return p
 
 

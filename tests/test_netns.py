@@ -1,0 +1,96 @@
+"""The netns lab: namespaces, veth links and Open vSwitch bridges on the userspace datapath, with
+private OVS daemons; FL node processes training over it; and nothing left behind, crash included."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_flopynet import FLConfig, NetworkConfig, ScenarioConfig
+from pytest_flopynet.fl.node import NodeConfig
+from pytest_flopynet.network import build_topology
+from pytest_flopynet.network.netns import STATE_DIR, NetnsLab, cleanup, unavailable
+
+reason = unavailable()
+pytestmark = pytest.mark.skipif(reason is not None, reason=reason or "")
+
+
+def config(topology_type="star", switches=1, rounds=2):
+    return ScenarioConfig(name="lab", duration_minutes=10,
+                          fl_config=FLConfig(model_architecture="logreg", total_rounds=rounds, clients_per_round=3,
+                                             learning_rate=0.2, local_epochs=2, client_data_sizes=[100, 100, 100]),
+                          network_config=NetworkConfig(topology_type=topology_type, node_count=4,
+                                                       switch_count=switches))
+
+
+def leftovers(prefix: str) -> list[str]:
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in (namespaces + links).splitlines() if line.startswith(prefix)]
+
+
+def reachable(lab, src, dst, within=20.0) -> float | None:
+    start = time.time()
+    while time.time() - start < within:
+        if lab.run(src, ["ping", "-c", "1", "-W", "1", lab.ip(dst)]).returncode == 0:
+            return time.time() - start
+    return None
+
+
+def test_fl_nodes_train_over_open_vswitch_between_namespaces(tmp_path):
+    cfg = config()
+    with NetnsLab(build_topology(cfg)) as lab:
+        assert len(lab.namespaces) == 4 and reachable(lab, "client_1", "fl_server") is not None
+        node_json = NodeConfig.write(tmp_path / "node.json", cfg, seed=3)
+        node = [sys.executable, "-m", "pytest_flopynet.fl.node", "--config", str(node_json)]
+        server = lab.popen("fl_server", [*node, "--role", "server", "--listen", f"{lab.ip('fl_server')}:7000",
+                                         "--join-timeout", "60"], stdout=subprocess.PIPE, text=True)
+        assert json.loads(server.stdout.readline())["host"] == lab.ip("fl_server")
+        clients = [lab.popen(c, [*node, "--role", "client", "--name", c, "--server", f"{lab.ip('fl_server')}:7000"])
+                   for c in ("client_1", "client_2", "client_3")]
+        out, _ = server.communicate(timeout=180)
+        rounds = [r for r in map(json.loads, out.splitlines()) if r["event"] == "round"]
+        assert [len(r["participants"]) for r in rounds] == [3, 3]
+        assert rounds[-1]["accuracy"] > 0.5
+        assert all(c.wait(timeout=60) == 0 for c in clients)
+        prefix = lab.prefix
+    assert leftovers(prefix) == []
+    assert not (STATE_DIR / f"{prefix}.json").exists()
+
+
+def test_a_mesh_with_trunk_loops_is_reachable_through_rstp():
+    with NetnsLab(build_topology(config("mesh", switches=3))) as lab:
+        assert lab._loops()
+        assert reachable(lab, "client_1", "fl_server") is not None
+        assert reachable(lab, "client_3", "client_2") is not None
+
+
+def test_cleanup_removes_what_a_killed_run_left(tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text(
+        "import sys, time\n"
+        "from pytest_flopynet import FLConfig, NetworkConfig, ScenarioConfig\n"
+        "from pytest_flopynet.network import build_topology\n"
+        "from pytest_flopynet.network.netns import NetnsLab\n"
+        "cfg = ScenarioConfig(name='x', fl_config=FLConfig(client_data_sizes=[10, 10]),\n"
+        "                     network_config=NetworkConfig(topology_type='tree', node_count=3, switch_count=3))\n"
+        "lab = NetnsLab(build_topology(cfg)).start()\n"
+        "print(lab.prefix, flush=True)\n"
+        "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    prefix = proc.stdout.readline().strip()
+    state = json.loads((STATE_DIR / f"{prefix}.json").read_text())
+    assert leftovers(prefix)  # the lab is there
+    proc.send_signal(signal.SIGKILL)  # mid-run: no teardown
+    proc.wait()
+    assert leftovers(prefix)
+    run = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", "cleanup"], capture_output=True, text=True)
+    assert run.returncode == 0 and f"removed namespace {prefix}-fl_server" in run.stdout
+    assert leftovers(prefix) == []
+    for pid in state["pids"]:  # the lab's OVS daemons are gone (at most a zombie an init that does not reap keeps)
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "State:\tZ" in status.read_text()
+    assert cleanup() == []
