@@ -40,22 +40,26 @@ def reachable(lab, src, dst, within=20.0) -> float | None:
     return None
 
 
+def train_over(lab, cfg, tmp_path) -> list[dict]:
+    node_json = NodeConfig.write(tmp_path / "node.json", cfg, seed=3)
+    node = [sys.executable, "-m", "pytest_flopynet.fl.node", "--config", str(node_json)]
+    server = lab.popen("fl_server", [*node, "--role", "server", "--listen", f"{lab.ip('fl_server')}:7000",
+                                     "--join-timeout", "60"], stdout=subprocess.PIPE, text=True)
+    assert json.loads(server.stdout.readline())["host"] == lab.ip("fl_server")
+    clients = [lab.popen(c, [*node, "--role", "client", "--name", c, "--server", f"{lab.ip('fl_server')}:7000"])
+               for c in ("client_1", "client_2", "client_3")]
+    out, _ = server.communicate(timeout=180)
+    assert all(c.wait(timeout=60) == 0 for c in clients)
+    return [r for r in map(json.loads, out.splitlines()) if r["event"] == "round"]
+
+
 def test_fl_nodes_train_over_open_vswitch_between_namespaces(tmp_path):
     cfg = config()
     with NetnsLab(build_topology(cfg)) as lab:
         assert len(lab.namespaces) == 4 and reachable(lab, "client_1", "fl_server") is not None
-        node_json = NodeConfig.write(tmp_path / "node.json", cfg, seed=3)
-        node = [sys.executable, "-m", "pytest_flopynet.fl.node", "--config", str(node_json)]
-        server = lab.popen("fl_server", [*node, "--role", "server", "--listen", f"{lab.ip('fl_server')}:7000",
-                                         "--join-timeout", "60"], stdout=subprocess.PIPE, text=True)
-        assert json.loads(server.stdout.readline())["host"] == lab.ip("fl_server")
-        clients = [lab.popen(c, [*node, "--role", "client", "--name", c, "--server", f"{lab.ip('fl_server')}:7000"])
-                   for c in ("client_1", "client_2", "client_3")]
-        out, _ = server.communicate(timeout=180)
-        rounds = [r for r in map(json.loads, out.splitlines()) if r["event"] == "round"]
+        rounds = train_over(lab, cfg, tmp_path)
         assert [len(r["participants"]) for r in rounds] == [3, 3]
         assert rounds[-1]["accuracy"] > 0.5
-        assert all(c.wait(timeout=60) == 0 for c in clients)
         prefix = lab.prefix
     assert leftovers(prefix) == []
     assert not (STATE_DIR / f"{prefix}.json").exists()
@@ -94,3 +98,25 @@ def test_cleanup_removes_what_a_killed_run_left(tmp_path):
         status = Path(f"/proc/{pid}/status")
         assert not status.exists() or "State:\tZ" in status.read_text()
     assert cleanup() == []
+
+
+def test_under_ryu_the_bridges_pass_only_what_the_controller_allows(tmp_path):
+    from pytest_flopynet.controller.ryu_controller import RyuController, ryu_python
+    from pytest_flopynet.errors import UnavailableError
+    try:
+        ryu_python()
+    except UnavailableError as exc:
+        pytest.skip(str(exc))
+    cfg = config("tree", switches=3)
+    with NetnsLab(build_topology(cfg), controller="tcp:127.0.0.1:1") as lab:  # secure mode, nobody there
+        assert reachable(lab, "client_1", "fl_server", within=3) is None
+    with RyuController() as ryu, NetnsLab(build_topology(cfg), controller=ryu.target) as lab:
+        assert reachable(lab, "client_1", "fl_server") is not None
+        bridge = next(iter(lab.bridges.values()))
+        flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", f"unix:{lab.run_dir}/{bridge}.mgmt"],
+                               capture_output=True, text=True).stdout
+        assert "actions=CONTROLLER" in flows and "priority=1" in flows  # table-miss, and a learned flow
+        rounds = train_over(lab, cfg, tmp_path)
+        assert [len(r["participants"]) for r in rounds] == [3, 3]
+        pid = ryu.process.pid
+    assert not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()

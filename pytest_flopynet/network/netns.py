@@ -60,7 +60,9 @@ class NetnsLab:
     """Build with `start()`, use `ns(host)`, `ip(host)`, `popen(host, argv)`, tear down with `stop()`
     (also as a context manager)."""
 
-    def __init__(self, topology: Topology, worker: str = "main"):
+    def __init__(self, topology: Topology, worker: str = "main", controller: str | None = None):
+        """controller: an OpenFlow target such as tcp:127.0.0.1:6653; the bridges then speak
+        OpenFlow 1.3 in secure fail mode (no traffic without the controller's flows)."""
         reason = unavailable()
         if reason:
             raise UnavailableError(reason)
@@ -76,6 +78,7 @@ class NetnsLab:
         self.namespaces = {h: f"{self.prefix}-{h}" for h in hosts}
         self.bridges = {s: f"{self.prefix}{s}" for s in topology.switches}
         self.trunks: list[str] = []  # the root-namespace ends of every veth pair
+        self.controller = controller
 
     # -- names and addresses ------------------------------------------------------------------
     def ns(self, host: str) -> str:
@@ -104,8 +107,13 @@ class NetnsLab:
                 sh("ip", "netns", "add", ns)
                 sh("ip", "-n", ns, "link", "set", "lo", "up")
             for switch, bridge in self.bridges.items():
-                self.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev",
-                           "fail_mode=standalone", "rstp_enable=true" if self._loops() else "rstp_enable=false")
+                if self.controller:
+                    self.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev",
+                               "fail_mode=secure", "protocols=OpenFlow13", "--", "set-controller", bridge,
+                               self.controller)
+                else:  # standalone: a learning switch; RSTP breaks trunk loops
+                    self.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev",
+                               "fail_mode=standalone", f"rstp_enable={'true' if self._loops() else 'false'}")
             for i, link in enumerate(sorted(self.topology.links.values(), key=lambda link: link.name)):
                 self._link(i, link)
                 self._record()
@@ -200,7 +208,7 @@ class NetnsLab:
         """What this lab made, for `flopynet cleanup` after a crash."""
         STATE_DIR.mkdir(exist_ok=True)
         (STATE_DIR / f"{self.prefix}.json").write_text(json.dumps({
-            "namespaces": list(self.namespaces.values()), "links": [*self.trunks, *self.bridges.values()],
+            "owner": os.getpid(), "namespaces": list(self.namespaces.values()), "links": [*self.trunks, *self.bridges.values()],
             "run_dir": str(self.run_dir),
             "pids": [p.pid for p in [*self.processes, *self.daemons]]}))
 
@@ -221,15 +229,25 @@ def _kill(pid: int) -> None:
         time.sleep(0.05)
 
 
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" not in status.read_text()
+    except OSError:
+        return False
+
+
 def cleanup() -> list[str]:
-    """Remove what labs of earlier runs left: their processes, namespaces and OVS run directories.
-    Returns what it removed."""
+    """Remove what labs of dead runs left: their processes, namespaces, links and OVS run
+    directories. Labs whose owning process still runs (another xdist worker, another session) are
+    left alone. Returns what it removed."""
     removed = []
     for state_file in sorted(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else []:
         try:
             state = json.loads(state_file.read_text())
         except (OSError, json.JSONDecodeError):
-            state_file.unlink(missing_ok=True)
+            continue  # being written by a live lab
+        if _alive(state.get("owner", 0)):
             continue
         for pid in state.get("pids", []):
             _kill(pid)

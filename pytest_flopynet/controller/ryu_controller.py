@@ -1,0 +1,102 @@
+"""A real Ryu 4.34 controller process for the netns lab.
+
+Ryu lives in a virtual environment of its own (made by `python -m pytest_flopynet.controller.ryu_controller
+--setup`, which .ci/run calls): Ryu 4.34 installs on Python 3.11 only with setuptools<=67 and no
+build isolation, and needs eventlet 0.33.3 and dnspython<2.3, pins that would clash with the
+plugin's environment. The process runs the project's app (ryu_app.py) through its own launcher.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..errors import UnavailableError
+
+RYU_PINS = ["ryu==4.34", "eventlet==0.33.3", "dnspython>=2,<2.3"]
+APP = Path(__file__).with_name("ryu_app.py")
+
+
+def venv_dir() -> Path:
+    """$FLOPYNET_RYU_VENV, else ~/.cache/pytest-flopynet/ryu-4.34."""
+    return Path(os.environ.get("FLOPYNET_RYU_VENV") or Path.home() / ".cache" / "pytest-flopynet" / "ryu-4.34")
+
+
+def ryu_python() -> Path:
+    python = venv_dir() / "bin" / "python"
+    if not python.exists():
+        raise UnavailableError(f"Ryu's environment is missing ({venv_dir()}): create it with "
+                               f"`python -m pytest_flopynet.controller.ryu_controller --setup`")
+    return python
+
+
+def setup() -> Path:
+    """Make Ryu's virtual environment (a minute, from PyPI)."""
+    folder = venv_dir()
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    pip = [str(folder / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "setuptools<=67", "wheel"], check=True)
+    subprocess.run([*pip, "--no-build-isolation", *RYU_PINS], check=True)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RyuController:
+    """`start()` runs Ryu with the flopynet app on 127.0.0.1:port; `stop()` ends it."""
+
+    def __init__(self, port: int | None = None):
+        self.host, self.port = "127.0.0.1", port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> RyuController:
+        self.process = subprocess.Popen([str(ryu_python()), str(APP), "--host", self.host, "--port", str(self.port)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Ryu exited ({self.process.returncode}): {self.process.stdout.read()[-1000:]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"Ryu did not listen on {self.host}:{self.port} within {timeout:g} s")
+
+    @property
+    def target(self) -> str:
+        return f"tcp:{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> RyuController:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--setup"]:
+        print(f"Ryu environment: {setup()}")
+    else:
+        print("usage: python -m pytest_flopynet.controller.ryu_controller --setup", file=sys.stderr)
+        sys.exit(2)
