@@ -27,12 +27,11 @@ from torch.nn.utils import parameters_to_vector
 from pytest_flopynet import FLConfig, NetworkConfig, ScenarioConfig
 from pytest_flopynet.fl.aggregation import fedavg
 from pytest_flopynet.fl.attacks import Tamper
-from pytest_flopynet.fl.cluster import FLCluster
+from pytest_flopynet.fl.cluster import FLCluster, train_rounds
 from pytest_flopynet.fl.datasets import load_dataset
 from pytest_flopynet.fl.executor import BatchedExecutor, LocalTask, SequentialExecutor
 from pytest_flopynet.fl.models import build_model
 from pytest_flopynet.fl.partition import dirichlet
-from pytest_flopynet.seeds import derive_seed
 
 
 def cpu_name() -> str:
@@ -114,25 +113,6 @@ def config(n: int, **fl) -> ScenarioConfig:
     return ScenarioConfig(name="bench", fl_config=FLConfig(**base), network_config=NetworkConfig(node_count=n + 1))
 
 
-def run(cluster: FLCluster, count: int, stragglers: float = 0.0) -> list[float]:
-    """As tests/test_fl_training.py: a straggler does a random 1..E of its E epochs; FedProx keeps
-    that partial work, the other rules drop the straggler."""
-    fl, names, accuracies = cluster.config.fl_config, list(cluster.clients), []
-    for r in range(1, count + 1):
-        selected = cluster.select(names, fl.clients_per_round, r)
-        rng = np.random.default_rng(derive_seed(cluster.seed, "stragglers", r))
-        slow = [selected[i] for i in rng.choice(len(selected), int(stragglers * len(selected)), replace=False)]
-        work = {c: rng.integers(1, fl.local_epochs + 1) / fl.local_epochs for c in slow}
-        if cluster.keeps_partial_work:
-            updates = cluster.train(selected, r, work)
-        else:
-            updates = cluster.train([c for c in selected if c not in slow], r)
-        if updates:
-            cluster.aggregate(updates)
-        accuracies.append(cluster.evaluate()[0])
-    return accuracies
-
-
 def rounds_to(accuracies: list[float], target: float) -> str:
     return next((str(i + 1) for i, a in enumerate(accuracies) if a >= target), "never")
 
@@ -159,7 +139,7 @@ def dirichlet_table(args, rounds: int) -> None:
             cl = FLCluster(config(10, client_data_sizes=[143] * 10, aggregation_method=method,
                                   aggregation_parameters=parameters), seed,
                            partitioner=functools.partial(dirichlet, alpha=0.1))
-            acc = run(cl, rounds)
+            acc = train_rounds(cl, rounds)
             reached.append(rounds_to(acc, 0.85))
             finals.append(acc[-1])
         print(f"| {label} | {', '.join(reached)} | {np.mean(finals):.3f} ({', '.join(f'{a:.3f}' for a in finals)}) |")
@@ -180,7 +160,7 @@ def straggler_table(args) -> None:
                                   dataset="synthetic_alpha_beta(1, 1)", clients_per_round=10, local_epochs=20,
                                   batch_size=10, learning_rate=0.01, aggregation_method=method,
                                   aggregation_parameters=parameters), seed)
-            acc = run(cl, srounds, stragglers=0.9)
+            acc = train_rounds(cl, srounds, stragglers=0.9)
             cells.append(f"{acc[min(9, srounds - 1)]:.3f} / {acc[min(24, srounds - 1)]:.3f} / {acc[-1]:.3f}")
         print(f"| {label} | {'; '.join(cells)} |")
 
@@ -200,7 +180,7 @@ def noise_table(args) -> None:
                                       aggregation_method=method, aggregation_parameters=parameters), seed)
                 for name in ["client_1", "client_2", "client_3"]:
                     cl.add_tamper(name, Tamper("gaussian_noise", {"noise_std": 10}))
-                finals.append(run(cl, 20)[-1])
+                finals.append(train_rounds(cl, 20)[-1])
             cells.append(", ".join(f"{a:.3f}" for a in finals))
         print(f"| {method} {parameters or ''} | {' | '.join(cells)} |")
 

@@ -43,14 +43,15 @@ def xdist(workers: int, mark: str) -> None:
 
 
 def fuzz(examples: int) -> None:
-    test = "scenarios/fuzzed_schedules/test_fuzzed_schedules.py::test_fedavg_keeps_its_accuracy_under_any_three_partitions"
+    test = ("scenarios/fuzzed_schedules/test_fuzzed_schedules.py"
+            "::test_fedavg_keeps_its_accuracy_under_any_three_partitions")
     with tempfile.TemporaryDirectory() as tmp:
         conftest = Path(tmp) / "flopynet_bench_profile.py"
         conftest.write_text("from hypothesis import settings, HealthCheck\n"
                             f"settings.register_profile('bench', max_examples={examples}, deadline=None, "
                             "database=None, suppress_health_check=list(HealthCheck))\n")
-        wall, proc = pytest_run(test, "--hypothesis-profile", "bench", "--hypothesis-show-statistics", "-p", "flopynet_bench_profile",
-                                "--flopynet-reports", tmp, env={"PYTHONPATH": tmp})
+        wall, proc = pytest_run(test, "--hypothesis-profile", "bench", "--hypothesis-show-statistics",
+                                "-p", "flopynet_bench_profile", "--flopynet-reports", tmp, env={"PYTHONPATH": tmp})
     generate = [line for line in proc.stdout.splitlines() if "passing," in line]
     print(f"{examples} examples in {wall:.1f} s of wall time (pytest start-up included): "
           f"{examples / wall:.2f} examples/s on {os.cpu_count()} cores, {cpu_name()}")

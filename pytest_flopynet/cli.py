@@ -37,9 +37,6 @@ def cmd_schema(args) -> int:
     return EXIT_OK
 
 
-FAMILIES = ("basic_fl_training", "network_instability", "adversarial_attacks", "custom_edge")
-
-
 def _needs(config) -> str:
     """What a scenario needs beyond the plugin: cores, memory, a local data set."""
     from .fl.datasets import LOCAL_DATASETS
@@ -54,15 +51,14 @@ def _needs(config) -> str:
 
 
 def cmd_list(args) -> int:
-    from .discovery import discover
+    from .discovery import discover, family
     catalogue = discover([Path(args.path)])
     rows = [("name", "family", "size", "backend", "needs", "source")]
     for name, scenario in sorted(catalogue.scenarios.items()):
         c = scenario.config
-        family = next((t for t in c.tags if t in FAMILIES), "-")
         size = next((t.removesuffix("_size") for t in c.tags if t in ("ci_size", "full_size")), "-")
         source = str(scenario.source) if scenario.source else "entry point"
-        rows.append((name, family, size, c.backend or "sim", _needs(c), source))
+        rows.append((name, family(c), size, c.backend or "sim", _needs(c), source))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(f"{cell:<{w}}" for cell, w in zip(r, widths)) + "  " + r[-1])
@@ -93,6 +89,7 @@ class Progress:
 
 
 def cmd_run(args) -> int:
+    from .analysis.compare import format_table, headline
     from .analysis.gates import evaluate, failure_message, merge_gates
     from .discovery import find_scenario
     from .engine.runner import Scenario
@@ -127,7 +124,6 @@ def cmd_run(args) -> int:
     print(f"{config.name}: {result.state} on {runner.backend}, seed {seed}: {s['fl_rounds_completed']} rounds, "
           f"final accuracy {s['final_accuracy']:.4f}, loss {s['final_loss']:.4f}, "
           f"{s['total_duration_seconds']:.1f} s of scenario time in {wall:.1f} s of wall time")
-    from .analysis.compare import format_table, headline
     print("\n".join(format_table({config.name: headline(result.analysis)})))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

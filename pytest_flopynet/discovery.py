@@ -18,7 +18,18 @@ from .errors import FlopynetError
 SCENARIO_SUFFIXES = (".scenario.yaml", ".scenario.yml", ".scenario.json")
 FOLDER_FILES = ("scenario.yaml", "scenario.yml", "scenario.json")
 CLASS_FILE = "scenario.py"
+FAMILIES = {  # scenario families: each is a pytest marker and a scenario tag
+    "basic_fl_training": "the basic FL training scenarios",
+    "network_instability": "FL under latency, loss, bandwidth limits and partitions",
+    "adversarial_attacks": "FL with Byzantine clients and security policies",
+    "custom_edge": "edge FL with intermittent clients",
+}
 ENTRY_POINT_GROUP = "pytest_flopynet.scenarios"
+
+
+def family(config, default: str = "-") -> str:
+    """The scenario's family, from its tags."""
+    return next((t for t in config.tags if t in FAMILIES), default)
 
 
 def is_scenario_file(path: Path) -> bool:

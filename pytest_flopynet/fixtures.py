@@ -120,9 +120,12 @@ class ScenarioRuns:
         runner.reports_dir = None  # only a falsifying schedule is written, by the plugin
         runner.raise_on_failure = True
         gates = gates_for(item.config, config, item.iter_markers("gate"))
-        self.last = (dataclasses.replace(runner.resolved_config(), gates=[str(g) for g in gates]), None)
-        result = runner.run()
-        self.last = (self.last[0], result)
+        self.last = None
+        try:
+            result = runner.run()
+        finally:  # the run as it ran (events, seed), with the gates it is judged by
+            if runner.result is not None:
+                self.last = (dataclasses.replace(runner.result.config, gates=[str(g) for g in gates]), runner.result)
         outcomes = evaluate(gates, result.analysis)
         if check_gates and not all(o.passed for o in outcomes):
             raise GateFailed(f"scenario {config.name!r} with {len(events)} drawn events: " + failure_message(outcomes))

@@ -9,19 +9,13 @@ from pathlib import Path
 import pytest
 
 from .analysis.compare import format_table
-from .discovery import CLASS_FILE, FOLDER_FILES, is_scenario_file, load_config, load_source, resolve_scenario
+from .discovery import CLASS_FILE, FAMILIES, FOLDER_FILES, is_scenario_file, load_config, load_source, resolve_scenario
 from .errors import FlopynetError, UnavailableError
 from .report import allure
 from .testrun import finish, make_scenario, option, reports_root, run_seed, write_falsifying
 
 pytest_plugins = ["pytest_flopynet.fixtures"]
 
-FAMILIES = {
-    "basic_fl_training": "the basic FL training scenarios",
-    "network_instability": "FL under latency, loss, bandwidth limits and partitions",
-    "adversarial_attacks": "FL with Byzantine clients and security policies",
-    "custom_edge": "edge FL with intermittent clients",
-}
 
 
 def _register_hypothesis_profiles() -> None:

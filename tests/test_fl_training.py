@@ -1,15 +1,13 @@
 """The FL engine trains for real: accuracy under attacks and stragglers, and the batched executor
 agreeing with the sequential one. Loops over FLCluster directly (no network) to stay quick."""
-import numpy as np
 import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
 
 from pytest_flopynet.fl.attacks import Tamper
-from pytest_flopynet.fl.cluster import FLCluster
+from pytest_flopynet.fl.cluster import FLCluster, train_rounds
 from pytest_flopynet.fl.executor import BatchedExecutor, LocalTask, SequentialExecutor
 from pytest_flopynet.fl.models import build_model
-from pytest_flopynet.seeds import derive_seed
 
 
 @pytest.fixture(autouse=True)
@@ -28,29 +26,10 @@ def cluster(tiny_config, n, **fl):
     return FLCluster(tiny_config(fl=fl, net={"node_count": n + 1}), seed=1)
 
 
-def rounds(cl, count, stragglers=0.0):
-    """FedAvg-style rounds; with stragglers, that share of the selected clients gets a random 1..E of
-    its E epochs done: kept as partial work when the rule keeps it (FedProx), else dropped."""
-    fl, names, accuracies = cl.config.fl_config, list(cl.clients), []
-    for r in range(1, count + 1):
-        selected = cl.select(names, fl.clients_per_round, r)
-        rng = np.random.default_rng(derive_seed(cl.seed, "stragglers", r))
-        slow = [selected[i] for i in rng.choice(len(selected), int(stragglers * len(selected)), replace=False)]
-        work = {c: rng.integers(1, fl.local_epochs + 1) / fl.local_epochs for c in slow}
-        if cl.keeps_partial_work:
-            updates = cl.train(selected, r, work)
-        else:
-            updates = cl.train([c for c in selected if c not in slow], r)
-        if updates:
-            cl.aggregate(updates)
-        accuracies.append(cl.evaluate()[0])
-    return accuracies
-
-
 def test_fedavg_mlp_on_iid_digits_reaches_0_93_within_30_rounds(tiny_config):
     cl = cluster(tiny_config, 10, model_architecture="mlp", model_parameters={"hidden_layers": [64]}, local_epochs=5,
                  learning_rate=0.1, client_data_sizes=[143] * 10)
-    accuracies = rounds(cl, 30)
+    accuracies = train_rounds(cl, 30)
     assert max(accuracies) >= 0.93 and accuracies[-1] >= 0.93
 
 
@@ -64,7 +43,7 @@ def test_three_noisy_clients_break_fedavg_but_not_the_robust_rules(tiny_config, 
                  aggregation_method=method, aggregation_parameters=parameters)
     for name in ["client_1", "client_2", "client_3"]:
         cl.add_tamper(name, Tamper("gaussian_noise", {"noise_std": 10}))
-    final = rounds(cl, 20)[-1]
+    final = train_rounds(cl, 20)[-1]
     if method == "fedavg":
         assert final < 0.5
     else:
@@ -79,7 +58,7 @@ def test_fedprox_keeps_stragglers_partial_work_and_ends_ahead_of_fedavg(tiny_con
         cl = cluster(tiny_config, 30, model_architecture="logreg", dataset="synthetic_alpha_beta(1, 1)",
                      client_data_sizes=[50 + 10 * i for i in range(30)], clients_per_round=10, local_epochs=10,
                      batch_size=10, learning_rate=0.01, aggregation_method=method, aggregation_parameters=parameters)
-        results[method] = rounds(cl, 20, stragglers=0.9)[-1]
+        results[method] = train_rounds(cl, 20, stragglers=0.9)[-1]
     assert results["fedprox"] > results["fedavg"] + 0.1
 
 

@@ -203,3 +203,24 @@ class FLCluster:
         loss = torch.nn.functional.cross_entropy(logits, self.data.y_test).item()
         accuracy = (logits.argmax(1) == self.data.y_test).double().mean().item()
         return accuracy, loss
+
+
+def train_rounds(cluster: FLCluster, count: int, stragglers: float = 0.0) -> list[float]:
+    """`count` network-free rounds (select, train, aggregate, evaluate), for tests and benchmarks of
+    the FL engine alone; the test accuracy after each. With stragglers, that share of the selected
+    clients gets a random 1..E of its E epochs done: kept as partial work when the rule keeps it
+    (FedProx), else the straggler is dropped."""
+    fl, names, accuracies = cluster.config.fl_config, list(cluster.clients), []
+    for r in range(1, count + 1):
+        selected = cluster.select(names, fl.clients_per_round, r)
+        rng = np.random.default_rng(derive_seed(cluster.seed, "stragglers", r))
+        slow = [selected[i] for i in rng.choice(len(selected), int(stragglers * len(selected)), replace=False)]
+        work = {c: rng.integers(1, fl.local_epochs + 1) / fl.local_epochs for c in slow}
+        if cluster.keeps_partial_work:
+            updates = cluster.train(selected, r, work)
+        else:
+            updates = cluster.train([c for c in selected if c not in slow], r)
+        if updates:
+            cluster.aggregate(updates)
+        accuracies.append(cluster.evaluate()[0])
+    return accuracies

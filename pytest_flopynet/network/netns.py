@@ -92,11 +92,9 @@ class NetnsLab:
         return {**os.environ, "OVS_RUNDIR": str(self.run_dir), "OVS_DBDIR": str(self.run_dir),
                 "OVS_LOGDIR": str(self.run_dir), "OVS_SYSCONFDIR": str(self.run_dir)}
 
-    def vsctl_quiet(self, *args: str) -> None:
-        sh("ovs-vsctl", f"--db=unix:{self.run_dir / 'db.sock'}", "--timeout=5", *args, env=self.env, check=False)
-
-    def vsctl(self, *args: str) -> str:
-        return sh("ovs-vsctl", f"--db=unix:{self.run_dir / 'db.sock'}", "--timeout=10", *args, env=self.env).stdout
+    def vsctl(self, *args: str, check: bool = True) -> str:
+        return sh("ovs-vsctl", f"--db=unix:{self.run_dir / 'db.sock'}", "--timeout=10", *args, env=self.env,
+                  check=check).stdout
 
     # -- building -----------------------------------------------------------------------------
     def start(self) -> NetnsLab:
@@ -189,7 +187,7 @@ class NetnsLab:
     def stop(self) -> None:
         for bridge in self.bridges.values():  # while ovs-vswitchd still runs, so it removes its tap devices
             if self.daemons:
-                self.vsctl_quiet("--if-exists", "del-br", bridge)
+                self.vsctl("--if-exists", "del-br", bridge, check=False)
         for proc in [*self.processes, *reversed(self.daemons)]:
             _kill(proc.pid)
             try:

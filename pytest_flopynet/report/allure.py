@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-FAMILIES = ("basic_fl_training", "network_instability", "adversarial_attacks", "custom_edge")
 ATTACHMENTS = {  # report file suffix -> allure attachment type name
     ".png": "PNG", ".json": "JSON", ".csv": "CSV", ".yaml": "YAML",
 }
@@ -41,10 +40,11 @@ class AllureSteps:
 def record(result, gates: int) -> None:
     """Labels, parameters and attachments of one finished scenario run."""
     import allure
+
+    from ..discovery import family
     config = result.config
     fl, net = config.fl_config, config.network_config
-    family = next((t for t in config.tags if t in FAMILIES), "flopynet")
-    allure.dynamic.epic(family)
+    allure.dynamic.epic(family(config, "flopynet"))
     allure.dynamic.feature(fl.aggregation_method)
     for kind in dict.fromkeys(str(e.event_type) for e in config.events):
         allure.dynamic.story(kind)
