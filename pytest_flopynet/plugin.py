@@ -50,6 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("reports", "folder for each scenario's results, metrics and plots", "reports"),
         ("data_dir", "folder holding local data sets (CIFAR, MNIST)", ""),
         ("threads", "torch threads each test trains with (the same for every -n, so metrics are too)", "1"),
+        ("time_scale", "real backends (netns, gns3): scenario seconds per real second (default 1)", ""),
+        ("gns3_url", "GNS3 server for the gns3 backend (default: the scenario's gns3_template url, "
+                     "else http://127.0.0.1:3080)", ""),
     ]:
         group.addoption(f"--flopynet-{name.replace('_', '-')}", dest=f"flopynet_{name}", default=None, help=help_)
         parser.addini(f"flopynet_{name}", help_, default=default)

@@ -54,6 +54,11 @@ def set_threads(config: pytest.Config) -> None:
         torch.set_num_threads(threads)
 
 
+def backend_options(config: pytest.Config) -> dict:
+    """The run's settings for real backends, from --flopynet-<name> or the ini key."""
+    return {name: option(config, name) for name in ("time_scale", "gns3_url") if option(config, name)}
+
+
 def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, source: Path | None, **parts):
     """The Scenario runner for one test, wired to the run's options and hooks."""
     from .engine.runner import Scenario, unmet_requirements
@@ -66,7 +71,7 @@ def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, 
                     source=source, reports_dir=report_folder(config, nodeid),
                     data_dir=Path(data_dir) if data_dir else None,
                     on_event=config.hook.pytest_flopynet_event, on_round_end=config.hook.pytest_flopynet_round_end,
-                    worker=worker_id(config), **parts)
+                    worker=worker_id(config), backend_options=backend_options(config), **parts)
 
 
 def gates_for(config: pytest.Config, scenario: ScenarioConfig, markers=()) -> list:

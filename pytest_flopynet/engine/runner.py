@@ -17,10 +17,9 @@ from ..controller import Controller
 from ..fl.cluster import FLCluster
 from ..errors import FlopynetError, UnavailableError
 from ..model import ScenarioConfig, ScenarioEvent, check
-from ..network import build_topology, make_backend
+from ..network import build_topology, make_backend, make_clock
 from ..network.topology import Topology
 from ..report.exports import write_reports
-from .clock import VirtualClock
 from .orchestrator import Orchestrator, ScenarioExecution, StatusCallback, TimedCallback
 
 
@@ -45,7 +44,8 @@ class Scenario:
                  source: Path | None = None, reports_dir: Path | None = None, data_dir: Path | None = None,
                  topology: Topology | None = None, controller: Controller | None = None,
                  cluster: FLCluster | None = None, on_event: Callable | None = None,
-                 on_round_end: Callable | None = None, worker: str = "main"):
+                 on_round_end: Callable | None = None, worker: str = "main",
+                 backend_options: dict | None = None):
         self.config = config
         self.seed = config.seed if config.seed is not None else seed
         self.backend = backend or config.backend or "sim"
@@ -58,6 +58,7 @@ class Scenario:
         self.status_callbacks: list[StatusCallback] = []
         self.on_event, self.on_round_end = on_event, on_round_end
         self.worker = worker  # the xdist worker running it: names machine resources of real backends
+        self.backend_options = dict(backend_options or {})  # time_scale, gns3_url, ...: each backend reads its own
         self.raise_on_failure = False  # the pytest fixture sets it: a failed run fails the test
         self.orchestrator: Orchestrator | None = None
         self.result: ScenarioResult | None = None
@@ -124,8 +125,8 @@ class Scenario:
         reason = unmet_requirements(config)
         if reason:
             raise UnavailableError(reason)
-        clock = VirtualClock()
-        backend = make_backend(self.backend, clock, self.controller, worker=self.worker)
+        clock = make_clock(self.backend, self.backend_options)
+        backend = make_backend(self.backend, clock, self.controller, worker=self.worker, options=self.backend_options)
         backend.build(self.topology)
         execution = ScenarioExecution(f"{config.name}-{self.seed}", config, self.seed, backend=self.backend)
         orchestrator = Orchestrator(execution, clock=clock, backend=backend, topology=self.topology,

@@ -6,10 +6,23 @@ from .backend import Backend, Condition, Flow, LinkState, NetworkStats
 from .topology import Link, Topology, build_topology
 
 
-def make_backend(name: str, clock, controller, *, worker: str = "main") -> Backend:
+BACKENDS = ("sim", "netns", "gns3")
+
+
+def make_clock(name: str, options: dict | None = None):
+    """Scenario time for a backend: virtual for the simulation, wall time (compressed by the
+    `time_scale` option) where real packets move."""
+    from ..engine.clock import VirtualClock, WallClock
+    if name == "sim":
+        return VirtualClock()
+    return WallClock(time_scale=float((options or {}).get("time_scale") or 1.0))
+
+
+def make_backend(name: str, clock, controller, *, worker: str = "main", options: dict | None = None) -> Backend:
     """The backend called `name`, on the given clock and controller. `worker` (the xdist worker id,
     or "main") is for backends that hold machine resources: their namespaces, bridges and ports
-    must be named per worker so parallel workers never collide. The simulated one holds none."""
+    must be named per worker so parallel workers never collide. The simulated one holds none.
+    `options` are the run's backend settings (time_scale, gns3_url, ...); each backend reads its own."""
     if name == "sim":
         from .sim import SimNetwork
         return SimNetwork(clock, controller)
@@ -19,4 +32,4 @@ def make_backend(name: str, clock, controller, *, worker: str = "main") -> Backe
 
 
 __all__ = ["Backend", "Condition", "Flow", "Link", "LinkState", "NetworkStats", "Topology", "build_topology",
-           "make_backend"]
+           "make_backend", "make_clock"]
