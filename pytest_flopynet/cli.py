@@ -102,7 +102,8 @@ def cmd_run(args) -> int:
     if args.seed is not None:
         config.seed = None  # the command line's seed wins over the file's
     reports = Path(args.reports) / f"{config.name}-seed{seed}" if args.reports else None
-    options = {k: v for k, v in (("time_scale", args.time_scale), ("gns3_url", args.gns3_url)) if v}
+    options = {k: v for k, v in (("time_scale", args.time_scale), ("gns3_url", args.gns3_url),
+                                 ("gns3_templates", args.gns3_templates), ("gns3_keep", args.gns3_keep)) if v}
     runner = Scenario(config, seed=seed, backend=args.backend, source=found.source, reports_dir=reports,
                       data_dir=Path(args.data_dir) if args.data_dir else None, backend_options=options)
     progress = None if args.quiet else Progress(config)
@@ -235,6 +236,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", choices=["sim", "netns", "gns3"])
     r.add_argument("--time-scale", type=float, help="real backends: scenario seconds per real second (default 1)")
     r.add_argument("--gns3-url", help="GNS3 server for the gns3 backend")
+    r.add_argument("--gns3-templates", help="GNS3 templates per role: 'switch=NAME,client=NAME,...'")
+    r.add_argument("--gns3-keep", action="store_true", help="keep the GNS3 project after the run (debugging)")
     r.add_argument("--json", help="write the results structure to this file")
     r.add_argument("--reports", default="reports", help="folder for results, metrics and the resolved scenario "
                                                         "('' to write none)")

@@ -53,6 +53,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("time_scale", "real backends (netns, gns3): scenario seconds per real second (default 1)", ""),
         ("gns3_url", "GNS3 server for the gns3 backend (default: the scenario's gns3_template url, "
                      "else http://127.0.0.1:3080)", ""),
+        ("gns3_templates", "gns3 backend: GNS3 templates per role, 'switch=NAME,client=NAME,...' (over the "
+                           "scenario's gns3_template)", ""),
+        ("gns3_keep", "gns3 backend: keep each GNS3 project after its test, for debugging (1/true)", ""),
     ]:
         group.addoption(f"--flopynet-{name.replace('_', '-')}", dest=f"flopynet_{name}", default=None, help=help_)
         parser.addini(f"flopynet_{name}", help_, default=default)

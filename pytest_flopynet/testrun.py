@@ -56,7 +56,8 @@ def set_threads(config: pytest.Config) -> None:
 
 def backend_options(config: pytest.Config) -> dict:
     """The run's settings for real backends, from --flopynet-<name> or the ini key."""
-    return {name: option(config, name) for name in ("time_scale", "gns3_url") if option(config, name)}
+    return {name: option(config, name) for name in ("time_scale", "gns3_url", "gns3_templates", "gns3_keep")
+            if option(config, name)}
 
 
 def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, source: Path | None, **parts):

@@ -82,7 +82,11 @@ class NetworkConfig:
     switch_count: int = spec(1, "Switches of the topology.", minimum=1)
     link_bandwidth_mbps: float = spec(100, "Capacity of every link, each direction, in Mbit/s.", exclusiveMinimum=0)
     base_latency_ms: float = spec(10, "One-way propagation delay of every link, in ms.", minimum=0)
-    gns3_template: str | None = spec(None, "GNS3 template settings for the gns3 backend.")
+    gns3_template: str | dict[str, str | None] | None = spec(
+        None, "GNS3 settings for the gns3 backend: the template name of the FL nodes, or a mapping of roles (server, "
+        "client, host, switch, controller) to template names, plus url and compute_id.", minLength=1,
+        propertyNames={"enum": ["server", "client", "host", "switch", "controller", "url", "compute_id"]},
+        additionalProperties={"type": ["string", "null"]})
     custom_topology_file: str | None = spec(
         None, "networkx node-link JSON, GraphML or GML file for topology_type custom (relative to the scenario file).")
     controller_type: str = spec("ryu", "SDN controller the real backends start.", enum=["ryu", "onos"])

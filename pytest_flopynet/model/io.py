@@ -54,10 +54,10 @@ def _schema_problems(error: jsonschema.ValidationError, prefix: tuple = ()) -> l
         allowed = ", ".join(str(x) for x in error.validator_value)
         return [(_path(path), f"{error.instance!r} is not one of: {allowed}")]
     if v == "anyOf":
-        # Optional[X]: report against the non-null alternative
-        for sub in error.context:
-            if sub.validator != "type" or sub.validator_value != "null":
-                return _schema_problems(sub, prefix)
+        # Optional[X]: report against the non-null alternative; X | Y: against the one of the value's type
+        subs = [sub for sub in error.context if sub.validator != "type" or sub.validator_value != "null"]
+        for sub in [sub for sub in subs if sub.validator != "type" or sub.relative_path] or subs:
+            return _schema_problems(sub, prefix)
     if v == "required":
         missing = error.message.split("'")[1]
         return [(_path([*path, missing]), "required field is missing")]

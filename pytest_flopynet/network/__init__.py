@@ -26,8 +26,11 @@ def make_backend(name: str, clock, controller, *, worker: str = "main", options:
     if name == "sim":
         from .sim import SimNetwork
         return SimNetwork(clock, controller)
-    if name in ("netns", "gns3"):
+    if name == "netns":
         raise UnavailableError(f"backend {name!r} is not part of this version yet; use backend 'sim'")
+    if name == "gns3":
+        from .gns3 import GNS3Network  # gns3fy itself is imported when it connects (the gns3 extra)
+        return GNS3Network(clock, controller, worker=worker, options=options)
     raise UnavailableError(f"unknown backend {name!r} (known: sim, netns, gns3)")
 
 

@@ -33,8 +33,11 @@ class Link:
 class Topology:
     """A built topology: the graph plus the names events and backends refer to."""
 
-    def __init__(self, graph: nx.Graph):
+    def __init__(self, graph: nx.Graph, name: str = "topology", network=None, source: Path | None = None):
         self.graph = graph
+        self.name = name  # the scenario's name (real backends name what they make after it)
+        self.network = network  # the NetworkConfig it was built from, if any (backend settings such as gns3_template)
+        self.source = source  # the custom topology file it was read from, if any
         self.links: dict[str, Link] = {d["link"].name: d["link"] for _, _, d in graph.edges(data=True)}
         self.hosts = [n for n, d in graph.nodes(data=True) if d["kind"] == "host"]
         self.switches = [n for n, d in graph.nodes(data=True) if d["kind"] == "switch"]
@@ -92,9 +95,33 @@ def tree(hosts: list[str], switch_count: int, bw: float, delay: float) -> nx.Gra
     return _graph(hosts, switches, attach, trunks, bw, delay)
 
 
+GNS3_SWITCH_TYPES = ("ethernet_switch", "ethernet_hub", "frame_relay_switch", "atm_switch")
+
+
+def read_gns3(path: Path) -> nx.Graph:
+    """A GNS3 project file (.gns3): its nodes by name and its links. Built-in switch and hub nodes are
+    switches; other nodes are hosts or switches by their names (see `custom`)."""
+    project = json.loads(path.read_text())
+    topo = project["topology"]
+    g = nx.Graph()
+    names = {}
+    for node in topo.get("nodes", []):
+        names[node["node_id"]] = node["name"]
+        attrs = {"kind": "switch"} if node.get("node_type") in GNS3_SWITCH_TYPES else {}
+        g.add_node(node["name"], **attrs)
+    for link in topo.get("links", []):
+        ends = [names[end["node_id"]] for end in link["nodes"]]
+        if len(ends) != 2:
+            raise KeyError(f"link {link.get('link_id')} has {len(ends)} ends")
+        g.add_edge(*ends)
+    return g
+
+
 def read_graph(path: Path) -> nx.Graph:
-    """A custom topology file: networkx node-link JSON, GraphML or GML."""
+    """A custom topology file: networkx node-link JSON, GraphML, GML, or a GNS3 project file (.gns3)."""
     try:
+        if path.suffix == ".gns3":
+            return read_gns3(path)
         if path.suffix == ".json":
             return nx.node_link_graph(json.loads(path.read_text()), edges="links")
         if path.suffix == ".graphml":
@@ -103,7 +130,8 @@ def read_graph(path: Path) -> nx.Graph:
             return nx.read_gml(path)
     except (OSError, ValueError, KeyError, nx.NetworkXError) as exc:
         raise TopologyError(f"{path}: cannot read the topology: {exc}") from None
-    raise TopologyError(f"{path}: unknown topology format {path.suffix!r} (use .json node-link, .graphml or .gml)")
+    raise TopologyError(f"{path}: unknown topology format {path.suffix!r} (use .json node-link, .graphml, .gml "
+                        "or a GNS3 project .gns3)")
 
 
 def custom(graph: nx.Graph, required_hosts: list[str], bw: float, delay: float, source: str = "<graph>") -> nx.Graph:
@@ -136,11 +164,13 @@ def build_topology(config, base_dir: Path | None = None, graph: nx.Graph | None 
     n = config.num_clients
     hosts = host_names(n, net.node_count)
     if graph is not None or net.topology_type == "custom":
-        source = "<graph>"
+        source, path = "<graph>", None
         if graph is None:
             path = Path(net.custom_topology_file)
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
             graph, source = read_graph(path), str(path)
-        return Topology(custom(graph, hosts[: n + 1], net.link_bandwidth_mbps, net.base_latency_ms, source))
-    return Topology(BUILDERS[net.topology_type](hosts, net.switch_count, net.link_bandwidth_mbps, net.base_latency_ms))
+        return Topology(custom(graph, hosts[: n + 1], net.link_bandwidth_mbps, net.base_latency_ms, source),
+                        config.name, net, path)
+    return Topology(BUILDERS[net.topology_type](hosts, net.switch_count, net.link_bandwidth_mbps, net.base_latency_ms),
+                    config.name, net)
