@@ -371,6 +371,7 @@ class GNS3Network:
         if response.status_code >= 300:
             raise FlopynetError(f"GNS3 server {self.url}: importing {topology.source}: {_response_reason(response)}")
         self.project = Project(project_id=project_id, name=self.project_name, connector=self.connector)
+        self._call("post", f"/projects/{project_id}/open", "opening the imported project")
         nodes = self._call("get", f"/projects/{project_id}/nodes", "listing the imported nodes")
         self.nodes = {n["name"]: n for n in nodes}
         by_id = {n["node_id"]: n["name"] for n in nodes}
