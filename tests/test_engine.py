@@ -49,3 +49,32 @@ def test_wall_clock_compresses_scenario_time():
     clock.advance_to(40.0)  # 40 scenario seconds are 20 ms of wall time
     assert len(fired) == 1 and fired[0] >= 20.0
     assert clock.now() >= 40.0
+
+
+def test_a_wall_clock_runs_a_30_minute_schedule_in_a_minute_of_real_time_at_scale_30():
+    import time
+    clock, fired = WallClock(time_scale=30.0), []
+    for t in (0.0, 15.0, 30.0):  # scenario seconds: 0, 0.5 and 1 s of real time
+        clock.scheduler.at(t, lambda t=t: fired.append((t, time.monotonic())))
+    clock.start()
+    began = time.monotonic()
+    clock.advance_to(30.0)
+    real = [m - began for _, m in fired]
+    assert [t for t, _ in fired] == [0.0, 15.0, 30.0]
+    assert real[1] == pytest.approx(0.5, abs=0.05) and real[2] == pytest.approx(1.0, abs=0.05)
+    assert clock.at(began + 2.0) == pytest.approx(60.0, abs=1.5)  # 2 real seconds after start are 60 scenario seconds
+
+
+def test_scenario_time_stands_still_while_the_clock_is_held():
+    import time
+    clock = WallClock(time_scale=100.0)
+    clock.start()
+    with clock.hold():
+        held = clock.now()
+        time.sleep(0.2)  # 20 scenario seconds, were the clock running
+        assert clock.now() == held
+    assert clock.now() - held < 5.0
+    virtual = VirtualClock()
+    with virtual.hold():
+        virtual.advance_to(3.0)
+    assert virtual.now() == 3.0

@@ -92,7 +92,7 @@ def test_cleanup_removes_what_a_killed_run_left(tmp_path):
     proc.wait()
     assert leftovers(prefix)
     run = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", "cleanup"], capture_output=True, text=True)
-    assert run.returncode == 0 and f"removed namespace {prefix}-fl_server" in run.stdout
+    assert run.returncode == 0 and f"removed namespace {prefix}-main-fl_server" in run.stdout
     assert leftovers(prefix) == []
     for pid in state["pids"]:  # the lab's OVS daemons are gone (at most a zombie an init that does not reap keeps)
         status = Path(f"/proc/{pid}/status")
@@ -110,13 +110,18 @@ def test_under_ryu_the_bridges_pass_only_what_the_controller_allows(tmp_path):
     cfg = config("tree", switches=3)
     with NetnsLab(build_topology(cfg), controller="tcp:127.0.0.1:1") as lab:  # secure mode, nobody there
         assert reachable(lab, "client_1", "fl_server", within=3) is None
-    with RyuController() as ryu, NetnsLab(build_topology(cfg), controller=ryu.target) as lab:
-        assert reachable(lab, "client_1", "fl_server") is not None
-        bridge = next(iter(lab.bridges.values()))
-        flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", f"unix:{lab.run_dir}/{bridge}.mgmt"],
-                               capture_output=True, text=True).stdout
-        assert "actions=CONTROLLER" in flows and "priority=1" in flows  # table-miss, and a learned flow
-        rounds = train_over(lab, cfg, tmp_path)
-        assert [len(r["participants"]) for r in rounds] == [3, 3]
+    lab = NetnsLab(build_topology(cfg))
+    with RyuController(lab.write_plan(tmp_path / "plan.json")) as ryu:
+        lab.controller = ryu.target
+        with lab:
+            assert reachable(lab, "client_1", "fl_server") is not None
+            bridge = lab.bridges["s1"]
+            flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", f"unix:{lab.run_dir}/{bridge}.mgmt"],
+                                   capture_output=True, text=True).stdout
+            # table miss drops, ARP goes to the controller (proxy ARP), one route per host
+            assert "priority=0 actions=drop" in flows and "arp actions=CONTROLLER" in flows
+            assert sum(f"nw_dst={lab.ip(h)}" in flows for h in lab.namespaces) == 4
+            rounds = train_over(lab, cfg, tmp_path)
+            assert [len(r["participants"]) for r in rounds] == [3, 3]
         pid = ryu.process.pid
     assert not Path(f"/proc/{pid}").exists() or "State:\tZ" in Path(f"/proc/{pid}/status").read_text()

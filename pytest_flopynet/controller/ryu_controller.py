@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import UnavailableError
 
-RYU_PINS = ["ryu==4.34", "eventlet==0.33.3", "dnspython>=2,<2.3"]
+RYU_PINS = ["ryu==4.34", "eventlet==0.33.3", "dnspython>=2,<2.3", "networkx>=3,<4"]
 APP = Path(__file__).with_name("ryu_app.py")
 
 
@@ -28,8 +28,8 @@ def venv_dir() -> Path:
 
 def ryu_python() -> Path:
     python = venv_dir() / "bin" / "python"
-    if not python.exists():
-        raise UnavailableError(f"Ryu's environment is missing ({venv_dir()}): create it with "
+    if not python.exists() or not any(venv_dir().glob("lib/python*/site-packages/networkx")):
+        raise UnavailableError(f"Ryu's environment is missing or incomplete ({venv_dir()}): create it with "
                                f"`python -m pytest_flopynet.controller.ryu_controller --setup`")
     return python
 
@@ -51,20 +51,24 @@ def free_port() -> int:
 
 
 class RyuController:
-    """`start()` runs Ryu with the flopynet app on 127.0.0.1:port; `stop()` ends it."""
+    """`start()` runs Ryu with the flopynet app on 127.0.0.1:port for the lab described by the
+    topology file (NetnsLab.write_plan); `stop()` ends it. `log` keeps what the app printed."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, topology: Path, port: int | None = None):
         self.host, self.port = "127.0.0.1", port or free_port()
+        self.topology = Path(topology)
         self.process: subprocess.Popen | None = None
+        self.log = Path(topology).with_suffix(".ryu.log")
 
     def start(self, timeout: float = 30.0) -> RyuController:
-        self.process = subprocess.Popen([str(ryu_python()), str(APP), "--host", self.host, "--port", str(self.port)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True)
+        with open(self.log, "w") as log:
+            self.process = subprocess.Popen([str(ryu_python()), str(APP), "--host", self.host, "--port", str(self.port),
+                                             "--topology", str(self.topology)],
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Ryu exited ({self.process.returncode}): {self.process.stdout.read()[-1000:]}")
+                raise RuntimeError(f"Ryu exited ({self.process.returncode}): {self.log.read_text()[-1000:]}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
                     return self

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Protocol
+from contextlib import contextmanager
+from typing import Iterator, Protocol
 
 from .scheduler import Scheduler
 
@@ -19,6 +20,13 @@ class Clock(Protocol):
 
     def advance_to(self, t: float) -> None:
         """Move scenario time to t, firing every scheduled callback due on the way, in order."""
+
+    def start(self) -> None:
+        """Scenario time 0 is now (a wall clock starts after the network is built)."""
+
+    def hold(self):
+        """A context in which scenario time stands still: in-process work whose duration the scenario
+        models (local training, from the device profile) takes no scenario time on a wall clock."""
 
 
 class VirtualClock:
@@ -39,6 +47,13 @@ class VirtualClock:
         if not math.isinf(t):
             self._now = t
 
+    def start(self) -> None:
+        pass
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        yield
+
 
 class WallClock:
     def __init__(self, scheduler: Scheduler | None = None, time_scale: float = 1.0) -> None:
@@ -47,9 +62,31 @@ class WallClock:
         self.scheduler = scheduler or Scheduler()
         self.time_scale = time_scale
         self._t0 = time.monotonic()
+        self._held: float | None = None
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
 
     def now(self) -> float:
-        return (time.monotonic() - self._t0) * self.time_scale
+        if self._held is not None:
+            return self._held
+        return self.at(time.monotonic())
+
+    def at(self, monotonic: float) -> float:
+        """The scenario time of a time.monotonic() reading taken outside a hold."""
+        return (monotonic - self._t0) * self.time_scale
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if self._held is not None:
+            yield
+            return
+        self._held, began = self.now(), time.monotonic()
+        try:
+            yield
+        finally:
+            self._t0 += time.monotonic() - began
+            self._held = None
 
     def _sleep_until(self, t: float) -> None:
         delay = (t - self.now()) / self.time_scale

@@ -124,7 +124,13 @@ def client_failure(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
         p = float(event.parameters.get("reconnect_probability", 0.5))
         return _clients(lambda cl, c, t: cl.clients[c].intermittent.append(p),
                         lambda cl, c, t: cl.clients[c].intermittent.remove(p))(event, ctx, index)
-    return _clients(FLCluster.go_away, FLCluster.come_back)(event, ctx, index)
+    away = _clients(FLCluster.go_away, FLCluster.come_back)(event, ctx, index)
+    handle = ctx.backend.apply(Condition(hosts_down=tuple(target_clients(event))))
+
+    def undo() -> None:
+        ctx.backend.revert(handle)
+        away()
+    return undo
 
 
 def not_yet_joined(event: ScenarioEvent) -> object:

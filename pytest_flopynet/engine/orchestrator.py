@@ -218,17 +218,18 @@ class Orchestrator:
         returned = [c for c in selected if c in arrived and self._alive(c, generation)]
         # the updates depend only on the round's global model, each client's data, seed, work and the
         # attacks in force when it started: train the returned clients together, batched where possible
-        updates = {u.client: u for u in cluster.train(returned, rnd, work, tampers)}
         now = self.clock.now()
         if now >= end and len(returned) < len(selected):
             return False
-        attackers = {c for c in returned if tampers[c]}
-        accepted = self.policy.screen([updates[c] for c in returned], cluster.global_params, now, attackers)
-        # a robust rule with too few updates (clients lost or quarantined) keeps the global model
-        aggregated = len(accepted) >= minimum_updates(fl.aggregation_method, fl.aggregation_parameters)
-        if aggregated:
-            cluster.aggregate(accepted)
-        accuracy, loss = cluster.evaluate()
+        with self.clock.hold():  # on a wall clock, training takes the device profile's time, spent in the flows
+            updates = {u.client: u for u in cluster.train(returned, rnd, work, tampers)}
+            attackers = {c for c in returned if tampers[c]}
+            accepted = self.policy.screen([updates[c] for c in returned], cluster.global_params, now, attackers)
+            # a robust rule with too few updates (clients lost or quarantined) keeps the global model
+            aggregated = len(accepted) >= minimum_updates(fl.aggregation_method, fl.aggregation_parameters)
+            if aggregated:
+                cluster.aggregate(accepted)
+            accuracy, loss = cluster.evaluate()
         record = RoundRecord(rnd, start, now, returned, [c for c in selected if c not in returned],
                              bytes_up=nbytes * len(arrived),
                              bytes_down=nbytes * sum(t is not None for t in got), accuracy=accuracy, loss=loss,

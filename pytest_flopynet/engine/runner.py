@@ -126,7 +126,11 @@ class Scenario:
         if reason:
             raise UnavailableError(reason)
         clock = make_clock(self.backend, self.backend_options)
-        backend = make_backend(self.backend, clock, self.controller, worker=self.worker, options=self.backend_options)
+        backend = make_backend(self.backend, clock, self.controller, worker=self.worker,
+                               options={"label": config.name, **self.backend_options})
+        reason = getattr(backend, "unsupported", lambda events: None)(config.events)
+        if reason:
+            raise UnavailableError(reason)
         backend.build(self.topology)
         execution = ScenarioExecution(f"{config.name}-{self.seed}", config, self.seed, backend=self.backend)
         orchestrator = Orchestrator(execution, clock=clock, backend=backend, topology=self.topology,
@@ -137,6 +141,7 @@ class Scenario:
             self.orchestrator = orchestrator
             for action in self._pending:
                 getattr(orchestrator, action)()
+        clock.start()  # scenario time 0: the network is built
         self.orchestrator.run()
         self.result = ScenarioResult(config, execution, analyze(execution))
         if self.reports_dir is not None:

@@ -27,7 +27,8 @@ def make_backend(name: str, clock, controller, *, worker: str = "main", options:
         from .sim import SimNetwork
         return SimNetwork(clock, controller)
     if name == "netns":
-        raise UnavailableError(f"backend {name!r} is not part of this version yet; use backend 'sim'")
+        from .netns import NetnsNetwork
+        return NetnsNetwork(clock, controller, worker, options)
     if name == "gns3":
         from .gns3 import GNS3Network  # gns3fy itself is imported when it connects (the gns3 extra)
         return GNS3Network(clock, controller, worker=worker, options=options)

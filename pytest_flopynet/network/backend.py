@@ -28,7 +28,9 @@ class Condition:
 
     `background` adds greedy flows (src, dst) that compete with FL traffic until reverted (e.g. a
     DDoS flood). A failure (`down`) is seen by the controller `detect_after` seconds later: until
-    then traffic routed over the link stalls instead of rerouting."""
+    then traffic routed over the link stalls instead of rerouting. `hosts_down` are hosts whose
+    processes stop (a client's hard failure): real backends stop them; in the simulation the FL
+    cluster's availability already says it."""
 
     links: tuple[str, ...] = ()
     extra_delay_ms: float = 0.0
@@ -37,6 +39,7 @@ class Condition:
     down: bool = False
     detect_after: float = 0.0
     background: tuple[tuple[str, str], ...] = ()
+    hosts_down: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,27 @@ class NetworkStats:
     links: dict[str, dict[str, Any]]
 
 
+def link_states(topology: Topology, conditions) -> dict[str, LinkState]:
+    """Each link's state under the given conditions on top of its own: delays add, losses compound,
+    the lowest bandwidth limit wins, down wins."""
+    links = {}
+    for name, link in topology.links.items():
+        delay, keep, bw, up = link.delay_ms, 1.0 - link.loss, link.bw_mbps, True
+        for c in conditions:
+            if name in c.links:
+                delay += c.extra_delay_ms
+                keep *= 1.0 - c.loss
+                bw = min(bw, c.bandwidth_mbps) if c.bandwidth_mbps is not None else bw
+                up = up and not c.down
+        links[name] = LinkState(bw, delay, 1.0 - keep, up)
+    return links
+
+
 class Backend(Protocol):
     name: str
+
+    def unsupported(self, events) -> str | None:
+        """Why this backend cannot play these scenario events here (a skip reason), or None."""
 
     def build(self, topology: Topology) -> None: ...
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..controller.routing import Controller, Hop
 from ..engine.clock import Clock
-from .backend import Condition, Flow, LinkState, NetworkStats
+from .backend import Condition, Flow, LinkState, NetworkStats, link_states
 from .flows import GOODPUT, mathis_rate, max_min_rates
 from .topology import Topology
 
@@ -43,6 +43,7 @@ class SimNetwork:
         self.controller = controller
         self.topology: Topology | None = None
         self._conditions: dict[int, Condition] = {}
+        self._stopped: dict[int, Condition] = {}
         self._handles = itertools.count(1)
         self._version = 0
         self._active: list[_Transfer] = []
@@ -52,6 +53,9 @@ class SimNetwork:
         self.links: dict[str, LinkState] = {}
 
     # -- Backend protocol -------------------------------------------------------------
+    def unsupported(self, events) -> str | None:
+        return None
+
     def build(self, topology: Topology) -> None:
         self.topology = topology
         if self.controller is None:
@@ -64,6 +68,9 @@ class SimNetwork:
         if unknown:
             raise KeyError(f"unknown links or hosts: {', '.join(unknown)}")
         handle = next(self._handles)
+        if not (condition.links or condition.background):  # hosts_down: the FL cluster's availability says it
+            self._stopped[handle] = condition
+            return handle
         self._conditions[handle] = condition
         if condition.down and condition.detect_after > 0:
             self._undetected[handle] = self.clock.scheduler.at(
@@ -72,6 +79,8 @@ class SimNetwork:
         return handle
 
     def revert(self, handle: int) -> None:
+        if self._stopped.pop(handle, None) is not None:
+            return
         del self._conditions[handle]
         entry = self._undetected.pop(handle, None)
         if entry is not None:
@@ -222,23 +231,11 @@ class SimNetwork:
 
     # -- link state -------------------------------------------------------------------------
     def _recompute_links(self) -> None:
-        self.links = self._link_states(self._conditions)
+        self.links = link_states(self.topology, self._conditions.values())
         self._version += 1
         seen = {h: c for h, c in self._conditions.items() if h not in self._undetected}
-        self.controller.network_changed(self.links if len(seen) == len(self._conditions) else self._link_states(seen))
-
-    def _link_states(self, conditions: dict[int, Condition]) -> dict[str, LinkState]:
-        links = {}
-        for name, link in self.topology.links.items():
-            delay, keep, bw, up = link.delay_ms, 1.0 - link.loss, link.bw_mbps, True
-            for c in conditions.values():
-                if name in c.links:
-                    delay += c.extra_delay_ms
-                    keep *= 1.0 - c.loss
-                    bw = min(bw, c.bandwidth_mbps) if c.bandwidth_mbps is not None else bw
-                    up = up and not c.down
-            links[name] = LinkState(bw, delay, 1.0 - keep, up)
-        return links
+        seen_links = self.links if len(seen) == len(self._conditions) else link_states(self.topology, seen.values())
+        self.controller.network_changed(seen_links)
 
     @staticmethod
     def _capacity(state: LinkState) -> float:
