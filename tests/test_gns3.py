@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pytest_flopynet.engine.clock import VirtualClock
 from pytest_flopynet.errors import FlopynetError, UnavailableError
@@ -118,7 +119,7 @@ def built(gns3_url, switch_template, seed, api):
     topology = build_topology(seed)
     backend = make(gns3_url, gns3_templates=f"switch={switch_template}")
     t0 = time.perf_counter()
-    backend.build(topology)
+    backend.create(topology)
     print(f"\n[gns3] network_instability built in {time.perf_counter() - t0:.2f} s "
           f"({len(topology.hosts) + len(topology.switches)} nodes, {len(topology.links)} links)")
     yield backend, topology
@@ -277,22 +278,54 @@ def test_overlapping_conditions_compose_and_each_revert_removes_its_part(built, 
 
 def test_starting_the_nodes_is_skipped_here_with_the_servers_reason(built, api):
     backend, topology = built
+    pid = backend.project.project_id
     try:
-        backend.transfer([])
+        backend.start()
     except UnavailableError as exc:
         message = str(exc)
-    pid = backend.project.project_id
-    if "could not start the nodes" not in message:  # a full GNS3: the nodes run
+    else:  # a full GNS3: the nodes run
         assert {n["status"] for n in api.get(f"/projects/{pid}/nodes")} == {"started"}
-        pytest.skip(message)
-    # the reason is the server's own: what it answers when asked to start each kind of node here
+        return
+    # the reason is the server's own: what it answers when asked to start each node of the project
     reasons = set()
     for node in api.get(f"/projects/{pid}/nodes"):
         r = api.post(f"/projects/{pid}/nodes/{node['node_id']}/start")
         if not r.ok:
             reasons.add(f"{r.status_code}: {r.json()['message']}")
+    assert message.startswith(f"GNS3 server {backend.url} could not start the nodes of {backend.project_name}: ")
     assert reasons and any(message.endswith(reason) for reason in reasons), (message, reasons)
     pytest.skip(message)
+
+
+def not_runnable(message: str, url: str, scenario: str) -> bool:
+    """The skip reason of a run on GNS3 here (the nodes do not start), or on a full GNS3 (they do,
+    and FL traffic between them is not part of this version)."""
+    prefix = rf"GNS3 server {re.escape(url)} could not start the nodes of flopynet-\w+-{scenario}-[0-9a-f]{{6}}: \d{{3}}: "
+    return bool(re.match(prefix, message)) or "is not part of this version yet" in message
+
+
+def test_a_run_builds_then_skips_with_the_reason_and_leaves_no_project(gns3_url, api, switch_template, seed):
+    before = api.project_ids()
+    with pytest.raises(UnavailableError) as info:
+        make(gns3_url, gns3_templates=f"switch={switch_template}").build(build_topology(seed))
+    assert not_runnable(str(info.value), gns3_url, "network_instability"), str(info.value)
+    assert api.project_ids() == before
+
+
+SMALL = ("name: g\nfl_config: {model_architecture: logreg, total_rounds: 1, clients_per_round: 2, "
+         "client_data_sizes: [50, 50]}\nnetwork_config: {topology_type: star, node_count: 3}\n")
+
+
+def test_a_scenario_on_gns3_is_reported_as_skipped_with_the_reason(pytester, gns3_url, api, switch_template):
+    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
+    (pytester.path / "g.scenario.yaml").write_text(SMALL)
+    before = api.project_ids()
+    result = pytester.runpytest_subprocess("-rs", "--flopynet-backend", "gns3", "--flopynet-gns3-url", gns3_url,
+                                           "--flopynet-gns3-templates", f"switch={switch_template}")
+    result.assert_outcomes(skipped=1)
+    (line,) = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
+    assert not_runnable(line.split(": ", 1)[1], gns3_url, "g"), line
+    assert api.project_ids() == before
 
 
 # -- errors -------------------------------------------------------------------------------------------
@@ -334,9 +367,7 @@ def test_no_server_is_a_skip_with_the_url_and_the_error(seed):
 
 def test_a_scenario_on_an_unreachable_server_is_reported_as_skipped(pytester):
     pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
-    (pytester.path / "g.scenario.yaml").write_text(
-        "name: g\nfl_config: {model_architecture: logreg, total_rounds: 1, clients_per_round: 2, "
-        "client_data_sizes: [50, 50]}\nnetwork_config: {topology_type: star, node_count: 3}\n")
+    (pytester.path / "g.scenario.yaml").write_text(SMALL)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -368,7 +399,7 @@ def test_a_controller_node_joins_the_first_switch(gns3_url, api, switch_template
     config = tiny_config(net={"topology_type": "star", "node_count": 4, "switch_count": 2})
     topology = build_topology(config)
     backend = make(gns3_url, gns3_templates=f"switch={switch_template},controller=VPCS")
-    backend.build(topology)
+    backend.create(topology)
     try:
         pid = backend.project.project_id
         assert len(api.get(f"/projects/{pid}/nodes")) == 4 + 2 + 1
@@ -401,7 +432,7 @@ def test_a_gns3_project_file_is_imported_as_the_project(gns3_url, api, tiny_conf
     assert sorted(topology.hosts) == ["client_1", "fl_server"] and len(topology.links) == 1
     (name,) = topology.links
     backend = make(gns3_url)
-    backend.build(topology)
+    backend.create(topology)
     try:
         imported = backend.project.project_id
         assert imported != pid and re.fullmatch(r"flopynet-gw1-tiny-[0-9a-f]{6}", api.get(f"/projects/{imported}")["name"])
@@ -412,4 +443,14 @@ def test_a_gns3_project_file_is_imported_as_the_project(gns3_url, api, tiny_conf
     finally:
         backend.teardown()
     assert imported not in api.project_ids()
-    assert backend.timings["build_s"] > 0
+    assert backend.timings["create_s"] > 0
+
+
+def test_the_readmes_gns3_template_example_is_a_valid_scenario():
+    from pytest_flopynet.model.io import from_dict
+    readme = (ROOT / "README.md").read_text().split("## The GNS3 backend\n", 1)[1].split("\n## ", 1)[0]
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", readme, re.S).group(1))
+    config = from_dict({"name": "x", "fl_config": {"clients_per_round": 2}, **example})
+    settings = parse_templates(config.network_config.gns3_template, "x")
+    assert settings == {"server": "fl-node", "client": "fl-node", "switch": "Open vSwitch", "controller": "Ryu",
+                        "url": "http://127.0.0.1:3080"}

@@ -1,8 +1,9 @@
 """The GNS3 backend: a scenario's topology as a GNS3 project, driven through gns3fy (GNS3 REST API v2).
 
-`GNS3Network.build` connects to the server, makes a project named per worker and scenario, creates a
+`GNS3Network.create` connects to the server, makes a project named per worker and scenario, creates a
 node per host and switch from the templates mapped to its role, links them as the topology says, and
-sets each link's own delay and loss as GNS3 link filters. Conditions become link filters (`delay`
+sets each link's own delay and loss as GNS3 link filters; `build` (what a run calls) also starts the
+nodes. Conditions become link filters (`delay`
 [latency, jitter], `packet_loss`, `corrupt`, `frequency_drop`, `bpf`) or suspended links (failures,
 partitions), composed as in the simulation: delays add, loss rates compound, down wins. Reverting a
 condition sets every link it touched back to what the remaining conditions ask for. GNS3 filters take
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 import warnings
 import zipfile
@@ -275,7 +277,25 @@ class GNS3Network:
         return "the gns3 backend cannot run background floods: they need traffic generators inside running nodes"
 
     def build(self, topology: Topology) -> None:
-        """Make the project: nodes, links and each link's own filters (see the module docstring)."""
+        """Make the project (`create`) and start its nodes (`start`), ready for FL traffic. Where the
+        server cannot start them, an UnavailableError carries its reason; where it can, one says that
+        moving FL traffic between GNS3 nodes is not part of this version yet. Either way the project
+        is deleted (unless gns3_keep) and the run skips before its first round."""
+        self.create(topology)
+        try:
+            self.start()
+            raise UnavailableError(self._no_traffic())
+        except BaseException:
+            self.teardown()
+            raise
+
+    def _no_traffic(self) -> str:
+        return (f"the gns3 backend started the nodes of {self.project_name}, but moving FL traffic between GNS3 nodes "
+                "(the FL node program inside the templates) is not part of this version yet")
+
+    def create(self, topology: Topology) -> None:
+        """Make the project, stopped: nodes, links, and each link's own filters (see the module
+        docstring). Everything it made is deleted again when this fails."""
         self.topology = topology
         self._settings(topology)
         t0 = time.perf_counter()
@@ -285,8 +305,8 @@ class GNS3Network:
                 self._import(topology)
             else:
                 self._create(topology)
-            self.timings["build_s"] = time.perf_counter() - t0
             self._sync(compose(topology, []))
+            self.timings["create_s"] = time.perf_counter() - t0
         except BaseException:
             self.teardown()
             raise
@@ -470,9 +490,7 @@ class GNS3Network:
     def transfer(self, flows: list[Flow], deadline: float = math.inf) -> list[float | None]:
         """FL traffic needs the nodes running the FL node program; flows are never simulated here."""
         self.start()
-        raise UnavailableError(f"the gns3 backend started the nodes of {self.project_name}, but moving FL traffic "
-                               "between GNS3 nodes (the FL node program inside the templates) is not part of this "
-                               "version yet")
+        raise UnavailableError(self._no_traffic())
 
     def read_links(self) -> dict[str, dict]:
         """Each topology link as the server has it now: {'filters': ..., 'suspend': ...}."""
@@ -589,12 +607,11 @@ class LocalGNS3Server:
                                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                         start_new_session=True)
         deadline = time.time() + timeout
-        import urllib.request
         while time.time() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read()[-2000:]
+                rc, err = self.process.returncode, self.process.stderr.read()[-2000:]
                 self.stop()
-                raise RuntimeError(f"gns3-server exited ({self.process and self.process.returncode}): {err}")
+                raise RuntimeError(f"gns3-server exited ({rc}): {err}")
             try:
                 with urllib.request.urlopen(f"{self.url}/v2/version", timeout=1) as response:
                     json.load(response)
