@@ -377,6 +377,42 @@ def test_a_scenario_on_an_unreachable_server_is_reported_as_skipped(pytester):
     result.stdout.fnmatch_lines([f"*no GNS3 server at http://127.0.0.1:{port}: ConnectionError*"])
 
 
+def test_credentials_come_from_the_environment_and_never_show(monkeypatch, seed):
+    password = "s3cret-" + "x" * 8
+    try:
+        server = LocalGNS3Server(auth=("flopy", password)).start()
+    except UnavailableError as exc:
+        pytest.skip(str(exc))
+    try:
+        topology = build_topology(seed)
+        monkeypatch.delenv("FLOPYNET_GNS3_USER", raising=False)
+        with pytest.raises(FlopynetError, match="refused the credentials .none given: set FLOPYNET_GNS3_USER and "
+                                                "FLOPYNET_GNS3_PASSWORD."):
+            make(server.url).create(topology)
+        monkeypatch.setenv("FLOPYNET_GNS3_USER", "flopy")
+        monkeypatch.setenv("FLOPYNET_GNS3_PASSWORD", "wrong-" + password)
+        with pytest.raises(FlopynetError) as info:
+            make(server.url).create(topology)
+        assert "from FLOPYNET_GNS3_USER/FLOPYNET_GNS3_PASSWORD" in str(info.value) and password not in str(info.value)
+        monkeypatch.setenv("FLOPYNET_GNS3_PASSWORD", password)
+        backend = make(server.url, gns3_templates="switch=No Such Switch")
+        with pytest.raises(FlopynetError, match="no template 'No Such Switch'") as info:
+            backend.create(topology)  # authenticated: it got as far as the server's template list
+        assert password not in str(info.value) and password not in repr(backend.__dict__.get("options"))
+    finally:
+        server.stop()
+
+
+def test_gns3_keep_leaves_the_project_for_debugging(gns3_url, api, switch_template, tiny_config):
+    backend = make(gns3_url, gns3_templates=f"switch={switch_template}", gns3_keep="true")
+    backend.create(build_topology(tiny_config()))
+    pid = backend.project.project_id
+    with pytest.warns(UserWarning, match=f"GNS3 project flopynet-gw1-tiny-[0-9a-f]{{6}} .{pid}. kept on {gns3_url}"):
+        backend.teardown()
+    assert pid in api.project_ids()
+    api.delete(f"/projects/{pid}")
+
+
 # -- templates per role, the controller node, .gns3 projects ----------------------------------------------
 def test_template_settings_from_the_scenario_and_the_option():
     assert parse_templates("fl-node", "x") == {"server": "fl-node", "client": "fl-node"}

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 import warnings
@@ -587,8 +588,9 @@ class LocalGNS3Server:
     """gns3-server on 127.0.0.1 at a free port, with no authentication and every path (projects,
     images, configs, its HOME) under a temporary directory; `stop()` ends it and removes them."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, auth: tuple[str, str] | None = None):
         self.port = port or free_port()
+        self.auth = auth  # (user, password) to require HTTP basic auth
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self.home: Path | None = None
@@ -598,7 +600,8 @@ class LocalGNS3Server:
         self.home = Path(tempfile.mkdtemp(prefix="flopynet-gns3-"))
         config = self.home / "gns3_server.conf"
         paths = {key: self.home / key for key in ("projects", "images", "configs", "appliances", "symbols")}
-        lines = ["[Server]", "host = 127.0.0.1", f"port = {self.port}", "auth = False", "report_errors = False"]
+        lines = ["[Server]", "host = 127.0.0.1", f"port = {self.port}", "report_errors = False"]
+        lines += [f"auth = True\nuser = {self.auth[0]}\npassword = {self.auth[1]}"] if self.auth else ["auth = False"]
         lines += [f"{key}_path = {path}" for key, path in paths.items()]
         config.write_text("\n".join(lines) + "\n")
         env = {**os.environ, "HOME": str(self.home)}
@@ -616,6 +619,8 @@ class LocalGNS3Server:
                 with urllib.request.urlopen(f"{self.url}/v2/version", timeout=1) as response:
                     json.load(response)
                     return self
+            except urllib.error.HTTPError:  # it answers, asking for credentials
+                return self
             except OSError:
                 time.sleep(0.2)
         self.stop()
