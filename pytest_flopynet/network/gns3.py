@@ -147,11 +147,13 @@ def compose(topology: Topology, conditions) -> dict[str, LinkFilterState]:
             bpf += [e for e in getattr(c, "bpf", ()) if e not in bpf]
             down = down or c.down
         filters: dict[str, list] = {}
-        if _whole(delay, "delay", name, "ms") > 0:  # GNS3 drops a delay filter whose latency is 0
-            filters["delay"] = [_whole(delay, "delay", name, "ms"), _whole(jitter, "jitter", name, "ms")]
+        latency = _whole(delay, "delay", name, "ms")
+        if latency > 0:  # GNS3 drops a delay filter whose latency is 0
+            filters["delay"] = [latency, _whole(jitter, "jitter", name, "ms")]
         for kind, share in (("packet_loss", 1.0 - keep), ("corrupt", 1.0 - intact)):
-            if _whole(share * 100, kind, name, "%") > 0:
-                filters[kind] = [_whole(share * 100, kind, name, "%")]
+            percent = _whole(share * 100, kind, name, "%")
+            if percent > 0:
+                filters[kind] = [percent]
         if every:
             filters["frequency_drop"] = [every]
         if bpf:
