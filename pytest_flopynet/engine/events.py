@@ -184,7 +184,8 @@ def ddos(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
 
 HANDLERS: dict[EventType, Callable[[ScenarioEvent, EventContext, int], Undo]] = {
     EventType.NETWORK_LATENCY_INCREASE: _condition(
-        lambda e, links, ctx: Condition(links, extra_delay_ms=float(e.parameters["latency_increase_ms"]))),
+        lambda e, links, ctx: Condition(links, extra_delay_ms=float(e.parameters["latency_increase_ms"]),
+                                        jitter_ms=float(e.parameters.get("jitter_ms", 0.0)))),
     EventType.NETWORK_PACKET_LOSS: packet_loss,
     EventType.NETWORK_BANDWIDTH_LIMIT: _condition(
         lambda e, links, ctx: Condition(links, bandwidth_mbps=float(e.parameters["bandwidth_limit_mbps"]))),

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..collector import Collector, EventRecord, RoundRecord
-from ..errors import FlopynetError
+from ..errors import FlopynetError, UnavailableError
 from ..fl.aggregation import minimum_updates
 from ..fl.cluster import FLCluster
 from ..model import EventType, ScenarioConfig, ScenarioEvent, ScenarioState, event_duration
@@ -100,6 +100,9 @@ class Orchestrator:
             self._run_rounds()
             ex.end_time = self.clock.now()
             self._set_state(ScenarioState.CANCELLED if self._cancel.is_set() else ScenarioState.COMPLETED)
+        except UnavailableError:  # a capability this machine lacks, met mid-run: a skip, not a failure
+            self._set_state(ScenarioState.CANCELLED)
+            raise
         except Exception as exc:  # the execution keeps what it collected, and says why it stopped
             ex.end_time = self.clock.now()
             ex.error_message = str(exc) if isinstance(exc, FlopynetError) else f"{type(exc).__name__}: {exc}"

@@ -34,6 +34,7 @@ class Condition:
 
     links: tuple[str, ...] = ()
     extra_delay_ms: float = 0.0
+    jitter_ms: float = 0.0  # +/- around the delay where the backend can vary it (netem, GNS3); sim keeps the mean
     loss: float = 0.0
     bandwidth_mbps: float | None = None
     down: bool = False

@@ -71,11 +71,10 @@ _ADAPTER_TYPES = ("qemu", "docker", "virtualbox", "vmware")
 
 @dataclass(frozen=True)
 class LinkFilters(Condition):
-    """A Condition with the GNS3 filters beyond delay and loss: `jitter_ms` (+/- around the delay),
-    `corrupt` (a share of packets corrupted), `frequency_drop` (drop every Nth packet; -1 drops all)
-    and `bpf` (drop packets matching these BPF expressions). Other backends see a plain Condition."""
+    """A Condition with the GNS3 filters beyond delay, jitter and loss: `corrupt` (a share of
+    packets corrupted), `frequency_drop` (drop every Nth packet; -1 drops all) and `bpf` (drop
+    packets matching these BPF expressions). Other backends see a plain Condition."""
 
-    jitter_ms: float = 0.0
     corrupt: float = 0.0
     frequency_drop: int = 0
     bpf: tuple[str, ...] = ()
@@ -136,7 +135,7 @@ def compose(topology: Topology, conditions) -> dict[str, LinkFilterState]:
             if name not in c.links:
                 continue
             delay += c.extra_delay_ms
-            jitter += getattr(c, "jitter_ms", 0.0)
+            jitter += c.jitter_ms
             keep *= 1.0 - c.loss
             intact *= 1.0 - getattr(c, "corrupt", 0.0)
             n = int(getattr(c, "frequency_drop", 0))

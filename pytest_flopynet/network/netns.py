@@ -234,13 +234,13 @@ class NetnsLab:
             sh(*tc, "class", "replace", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate, "ceil", rate,
                "quantum", "1514")
 
-    def delay(self, link: str, delay_ms: float) -> None:
-        """Latency on every sending end (netem under the HTB class); needs the kernel's netem."""
+    def delay(self, link: str, delay_ms: float, jitter_ms: float = 0.0) -> None:
+        """Latency (and jitter) on every sending end: netem under the HTB class; needs the kernel's netem."""
         for ns, dev in self.ends[link]:
             tc = ("tc", "-n", ns) if ns else ("tc",)
-            if delay_ms > 0:
+            if delay_ms > 0 or jitter_ms > 0:
                 sh(*tc, "qdisc", "replace", "dev", dev, "parent", "1:1", "handle", "10:", "netem", "delay",
-                   f"{delay_ms:.3f}ms", "limit", "100000")
+                   f"{delay_ms:.3f}ms", f"{jitter_ms:.3f}ms", "limit", "100000")
             else:
                 sh(*tc, "qdisc", "del", "dev", dev, "parent", "1:1", "handle", "10:", check=False)
 
@@ -441,6 +441,7 @@ class NetnsNetwork:
         self._ids = iter(range(1, 1 << 62))
         self._applied: dict = {}
         self._losses: dict[str, float] = {}
+        self._jitters: dict[str, float] = {}
         self._floods: dict[tuple[str, str, int], int] = {}  # (src, dst, k) -> flow id
         self._down_hosts: set[str] = set()
         self._inflight: dict[int, tuple] = {}
@@ -571,21 +572,22 @@ class NetnsNetwork:
         from .backend import link_states
         lab, netem = self.lab, None
         states = link_states(self.topology, self._conditions.values())
+        jitters = {name: sum(c.jitter_ms for c in self._conditions.values() if name in c.links) for name in states}
         for name, state in states.items():
             old = self._applied.get(name)
             if old is None or old.bw_mbps != state.bw_mbps:
                 lab.shape(name, state.bw_mbps * self.scale)
-            if old is None or old.delay_ms != state.delay_ms:
+            if old is None or old.delay_ms != state.delay_ms or self._jitters.get(name, 0.0) != jitters[name]:
                 netem = netem_available() if netem is None else netem
                 if netem:
-                    lab.delay(name, state.delay_ms / self.scale)
+                    lab.delay(name, state.delay_ms / self.scale, jitters[name] / self.scale)
             if old is not None and old.up != state.up:
                 lab.set_up(name, state.up)
         losses = {name: state.loss for name, state in states.items() if state.loss > 0}
         if losses != self._losses:
             lab.set_loss(losses)
             self._losses = losses
-        self._applied = states
+        self._applied, self._jitters = states, jitters
         self.controller.network_changed(states)
         self._reconcile_floods()
         self._reconcile_hosts()
