@@ -206,7 +206,11 @@ def cmd_report(args) -> int:
 
 
 def cmd_cleanup(args) -> int:
-    from .network.netns import cleanup
+    from .network.netns import cleanup, leftovers
+    if args.check:
+        found = leftovers()
+        print("\n".join(f"left over: {thing}" for thing in found) if found else "nothing left over")
+        return EXIT_FAILED if found else EXIT_OK
     removed = cleanup()
     print("\n".join(f"removed {thing}" for thing in removed) if removed else "nothing left over")
     return EXIT_OK
@@ -256,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
     rp.set_defaults(fn=cmd_report)
     cl = sub.add_parser("cleanup", help="remove namespaces, links and Open vSwitch daemons that crashed "
                                         "netns runs left behind (like mn -c)")
+    cl.add_argument("--check", action="store_true", help="remove nothing; list what any lab left (namespaces, links, "
+                                                       "nftables tables, processes) and exit 1 if anything")
     cl.set_defaults(fn=cmd_cleanup)
     return p
 

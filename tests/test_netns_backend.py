@@ -1,6 +1,7 @@
 """The netns backend: scenarios on real namespaces, Open vSwitch and the Ryu app, with every flow a
 real TCP connection, checked against the simulation and against figures worked out by hand."""
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -214,7 +215,8 @@ def _leftovers(state: dict) -> list[str]:
     return found
 
 
-def test_a_run_killed_mid_round_leaves_what_flopynet_cleanup_removes(tmp_path):
+def _start_run(tmp_path):
+    """A 50-round scenario on netns in its own process, and the lab record it made, once round 1 is done."""
     script = tmp_path / "run.py"
     script.write_text(
         "import sys\n"
@@ -224,11 +226,29 @@ def test_a_run_killed_mid_round_leaves_what_flopynet_cleanup_removes(tmp_path):
         "run = Scenario(fl_scenario(rounds=50), seed=1, backend='netns')\n"
         "run.on_round_end = lambda **kw: print('round', kw['round'], flush=True)\n"
         "run.run()\n" % str(Path(__file__).parent))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("round 1")
+    states = [json.loads(f.read_text()) for f in STATE_DIR.glob("*.json")]
+    return proc, next(s for s in states if s["owner"] == proc.pid)
+
+
+def test_ctrl_c_mid_round_tears_everything_down(tmp_path):
+    proc, state = _start_run(tmp_path)
     try:
-        assert proc.stdout.readline().startswith("round 1")
-        states = [json.loads(f.read_text()) for f in STATE_DIR.glob("*.json")]
-        state = next(s for s in states if s["owner"] == proc.pid)
+        time.sleep(0.5)  # mid-round 2
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "KeyboardInterrupt" in proc.stderr.read()
+    assert _leftovers(state) == []
+    assert not Path(state["run_dir"]).exists()
+
+
+def test_a_run_killed_mid_round_leaves_what_flopynet_cleanup_removes(tmp_path):
+    proc, state = _start_run(tmp_path)
+    try:
         time.sleep(0.5)  # mid-round 2
         proc.kill()
         proc.wait()

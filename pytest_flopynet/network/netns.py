@@ -364,6 +364,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def leftovers() -> list[str]:
+    """Everything of any lab that exists now, found by its names rather than by state files: lab
+    records, namespaces, links, nftables tables, and agent, Ryu and Open vSwitch processes."""
+    import re
+    found = [f"record {p}" for p in sorted(STATE_DIR.glob("*.json"))] if STATE_DIR.is_dir() else []
+    ours = re.compile(r"^fn[0-9a-f]{4}")
+    found += [f"namespace {n}" for n in sh("ip", "netns", "list", check=False).stdout.split() if ours.match(n)]
+    found += [f"link {n.split('@')[0]}" for line in sh("ip", "-o", "link", check=False).stdout.splitlines()
+              for n in line.split(":")[1:2] if ours.match(n.strip())]
+    found += [f"nftables table {t}" for t in sh("nft", "list", "tables", check=False).stdout.split() if t.startswith("flopynet_")]
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        text = " ".join(argv)
+        if "pytest_flopynet.network.agent" in text or "ryu_app.py" in text or "flopynet-ovs-" in text:
+            if "State:\tZ" not in (proc / "status").read_text(errors="replace"):
+                found.append(f"process {proc.name}: {text.strip()[:100]}")
+    return found
+
+
 def cleanup() -> list[str]:
     """Remove what labs of dead runs left: their processes, namespaces, links and OVS run
     directories. Labs whose owning process still runs (another xdist worker, another session) are
