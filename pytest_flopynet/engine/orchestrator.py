@@ -140,12 +140,13 @@ class Orchestrator:
                 undo()
                 record.end_time = self.clock.now()
                 self._notify_event(event, "end")
-            self.clock.scheduler.at(now + duration, end, f"{event.event_type} end")
+            # at its nominal time: on a wall clock the start may fire a little late, the end stays put
+            self.clock.scheduler.at(max(event.trigger_time + duration, now), end, f"{event.event_type} end")
 
     def _start_callback(self, cb: TimedCallback) -> None:
         undo = cb.fn(self.execution)
         if callable(undo) and cb.duration is not None:
-            self.clock.scheduler.at(self.clock.now() + cb.duration, undo, "callback end")
+            self.clock.scheduler.at(max(cb.time + cb.duration, self.clock.now()), undo, "callback end")
 
     def _notify_event(self, event: ScenarioEvent, phase: str) -> None:
         if self.on_event is not None:

@@ -88,6 +88,8 @@ class Sender:
         flow, nbytes = order["id"], int(order.get("bytes", 0))
         try:
             with socket.create_connection((order["host"], order["port"]), timeout=order.get("timeout", 600)) as sock:
+                if stop.is_set():  # stopped while connecting (a partition healed after the flow was given up)
+                    return
                 sock.settimeout(0.1)  # wake up now and then to see a stop order
                 sock.sendall(HEADER.pack(MAGIC, flow, nbytes))
                 left = nbytes if nbytes else None
