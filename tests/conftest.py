@@ -19,3 +19,22 @@ def tiny(**overrides) -> ScenarioConfig:
 @pytest.fixture
 def tiny_config():
     return tiny
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """In CI, the suite fails if any netns lab left something behind (namespaces, links, nftables
+    tables, agent, Ryu or Open vSwitch processes): issue 8's 'nothing left over'. Only in CI,
+    where nothing else makes labs on the machine; `flopynet cleanup --check` is the same check."""
+    import os
+    if not os.environ.get("CI") or hasattr(session.config, "workerinput"):
+        return
+    from pytest_flopynet.network.netns import leftovers, unavailable
+    if unavailable():
+        return
+    found = leftovers()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if found:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if reporter is not None:
+        reporter.write("\n")
+        reporter.write_line("netns leftovers after the suite: " + ("; ".join(found) if found else "none"))
