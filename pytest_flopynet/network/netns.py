@@ -334,6 +334,15 @@ class NetnsLab:
         self.stop()
 
 
+def _close(proc: subprocess.Popen) -> None:
+    for pipe in (proc.stdin, proc.stdout):
+        try:
+            if pipe is not None:
+                pipe.close()
+        except OSError:
+            pass
+
+
 def _prefix(worker: str, label: str) -> str:
     """fn + 4 hex digits from worker, label and process, bumped past prefixes in use."""
     import hashlib
@@ -488,6 +497,10 @@ class NetnsNetwork:
         if reason:
             raise UnavailableError(reason)
         ryu_python()
+        if self.controller.controller_type != "ryu":
+            import warnings
+            warnings.warn(f"controller_type {self.controller.controller_type!r}: the netns backend runs the project's "
+                          f"Ryu app (the only controller it has) in its place", stacklevel=2)
         self.topology = topology
         self.lab = lab = NetnsLab(topology, self.worker, label=str(self.options.get("label", "scenario")))
         try:
@@ -563,12 +576,10 @@ class NetnsNetwork:
     def teardown(self) -> None:
         if self.lab is not None:
             self._switch_stats()
-        for proc in self.agents.values():
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+        agents = list(self.agents.values())
         self.agents.clear()
+        for proc in agents:
+            _close(proc)
         if self.ryu is not None:
             self.ryu.stop()
             self.ryu = None
@@ -641,6 +652,7 @@ class NetnsNetwork:
             if proc is not None:
                 _kill(proc.pid)
                 proc.wait()
+                _close(proc)
             for fid, (flow, _) in list(self._inflight.items()):
                 if host in (flow.src, flow.dst):
                     del self._inflight[fid]
