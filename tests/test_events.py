@@ -319,3 +319,37 @@ def test_any_set_of_events_once_ended_leaves_the_network_as_it_started(events):
     clock.advance_to(200.0)
     assert (dict(net.links), net.stats().links, net.controller.route("client_2", "fl_server")) == before
     assert len(clock.scheduler) == 0
+
+
+def test_the_backend_gets_jitter_and_stopped_hosts_and_each_end_takes_back_exactly_its_condition():
+    """What real backends act on (netem jitter, GNS3's delay filter; killing a client's processes)."""
+    class Recording(SimNetwork):
+        def __init__(self, *a):
+            super().__init__(*a)
+            self.applied, self.reverted = {}, []
+
+        def apply(self, condition):
+            handle = super().apply(condition)
+            self.applied[handle] = condition
+            return handle
+
+        def revert(self, handle):
+            self.reverted.append(handle)
+            super().revert(handle)
+
+    cfg = config()
+    topo, clock = build_topology(cfg), VirtualClock()
+    backend = Recording(clock, Controller(topo))
+    backend.build(topo)
+    from pytest_flopynet.fl.cluster import FLCluster
+    ctx = EventContext(backend, topo, FLCluster(cfg, 0), PolicyEngine(), backend.controller, clock, 0)
+    spike = ScenarioEvent("network_latency_increase", 0, "client_1", {"latency_increase_ms": 40, "jitter_ms": 7})
+    crash = ScenarioEvent("client_failure", 0, "client_2", {"failure_type": "hard_failure", "recovery_time": 5})
+    undo_spike = HANDLERS[spike.event_type](spike, ctx, 0)
+    undo_crash = HANDLERS[crash.event_type](crash, ctx, 1)
+    (h1, c1), (h2, c2) = backend.applied.items()
+    assert (c1.links, c1.extra_delay_ms, c1.jitter_ms) == (("client_1-s1",), 40.0, 7.0)
+    assert c2.hosts_down == ("client_2",) and not c2.links and ctx.cluster.clients["client_2"].away
+    undo_crash()
+    undo_spike()
+    assert backend.reverted == [h2, h1] and not ctx.cluster.clients["client_2"].away
