@@ -90,6 +90,7 @@ def test_cleanup_removes_what_a_killed_run_left(tmp_path):
     assert leftovers(prefix)  # the lab is there
     proc.send_signal(signal.SIGKILL)  # mid-run: no teardown
     proc.wait()
+    proc.stdout.close()
     assert leftovers(prefix)
     run = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", "cleanup"], capture_output=True, text=True)
     assert run.returncode == 0 and f"removed namespace {prefix}-main-fl_server" in run.stdout

@@ -242,7 +242,7 @@ def test_ctrl_c_mid_round_tears_everything_down(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert "KeyboardInterrupt" in proc.stderr.read()
+    assert "KeyboardInterrupt" in proc.communicate()[1]
     assert _leftovers(state) == []
     assert not Path(state["run_dir"]).exists()
 
@@ -252,7 +252,7 @@ def test_a_run_killed_mid_round_leaves_what_flopynet_cleanup_removes(tmp_path):
     try:
         time.sleep(0.5)  # mid-round 2
         proc.kill()
-        proc.wait()
+        proc.communicate()
     finally:
         if proc.poll() is None:
             proc.kill()
