@@ -8,7 +8,6 @@ plugin's environment. The process runs the project's app (ryu_app.py) through it
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import UnavailableError
+from ..processes import free_port, stop_group
 
 RYU_PINS = ["ryu==4.34", "eventlet==0.33.3", "dnspython>=2,<2.3", "networkx>=3,<4"]
 APP = Path(__file__).with_name("ryu_app.py")
@@ -42,12 +42,6 @@ def setup() -> Path:
     subprocess.run([*pip, "setuptools<=67", "wheel"], check=True)
     subprocess.run([*pip, "--no-build-isolation", *RYU_PINS], check=True)
     return folder
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RyuController:
@@ -82,13 +76,7 @@ class RyuController:
         return f"tcp:{self.host}:{self.port}"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process, timeout=5)
         self.process = None
 
     def __enter__(self) -> RyuController:

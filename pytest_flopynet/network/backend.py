@@ -61,6 +61,15 @@ class NetworkStats:
     links: dict[str, dict[str, Any]]
 
 
+def check_names(topology: Topology, condition: Condition) -> None:
+    """A condition names only links and hosts of the topology (KeyError naming the others)."""
+    unknown = [name for name in condition.links if name not in topology.links]
+    unknown += [h for pair in condition.background for h in pair if h not in topology.graph]
+    unknown += [h for h in condition.hosts_down if h not in topology.graph]
+    if unknown:
+        raise KeyError(f"unknown links or hosts: {', '.join(unknown)}")
+
+
 def link_states(topology: Topology, conditions) -> dict[str, LinkState]:
     """Each link's state under the given conditions on top of its own: delays add, losses compound,
     the lowest bandwidth limit wins, down wins."""

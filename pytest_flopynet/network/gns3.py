@@ -33,8 +33,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,7 +49,8 @@ from typing import Any
 import networkx as nx
 
 from ..errors import FlopynetError, UnavailableError
-from .backend import Condition, Flow, NetworkStats
+from ..processes import free_port, stop_group
+from .backend import Condition, Flow, NetworkStats, check_names
 from .topology import Topology
 
 DEFAULT_URL = "http://127.0.0.1:3080"
@@ -428,12 +427,8 @@ class GNS3Network:
         return self._filter_cache[name]
 
     def apply(self, condition: Condition) -> int:
-        unknown = [name for name in condition.links if name not in self.topology.links]
-        hosts_down = tuple(getattr(condition, "hosts_down", ()))
-        unknown += [h for pair in condition.background for h in pair if h not in self.topology.graph]
-        unknown += [h for h in hosts_down if h not in self.topology.graph]
-        if unknown:
-            raise KeyError(f"unknown links or hosts: {', '.join(unknown)}")
+        check_names(self.topology, condition)
+        hosts_down = condition.hosts_down
         if condition.bandwidth_mbps is not None:
             raise UnavailableError(self._no_bandwidth())
         if condition.background:
@@ -579,12 +574,6 @@ def setup_server() -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LocalGNS3Server:
     """gns3-server on 127.0.0.1 at a free port, with no authentication and every path (projects,
     images, configs, its HOME) under a temporary directory; `stop()` ends it and removes them."""
@@ -628,13 +617,7 @@ class LocalGNS3Server:
         raise RuntimeError(f"gns3-server did not answer {self.url}/v2/version within {timeout:g} s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process, timeout=10)
         self.process = None
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)

@@ -17,6 +17,7 @@ switch ports' egress hook. NetnsNetwork (below) is the Backend on top of the lab
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import math
 import os
@@ -468,8 +469,8 @@ class NetnsNetwork:
         self.agents: dict[str, subprocess.Popen] = {}
         self._buffers: dict[int, bytes] = {}
         self._conditions: dict[int, object] = {}
-        self._handles = iter(range(1, 1 << 62))
-        self._ids = iter(range(1, 1 << 62))
+        self._handles = itertools.count(1)
+        self._ids = itertools.count(1)
         self._applied: dict = {}
         self._losses: dict[str, float] = {}
         self._jitters: dict[str, float] = {}
@@ -589,11 +590,8 @@ class NetnsNetwork:
 
     # -- conditions -----------------------------------------------------------------------------
     def apply(self, condition) -> int:
-        unknown = [name for name in condition.links if name not in self.topology.links]
-        unknown += [h for pair in condition.background for h in pair if h not in self.topology.graph]
-        unknown += [h for h in condition.hosts_down if h not in self.topology.graph]
-        if unknown:
-            raise KeyError(f"unknown links or hosts: {', '.join(unknown)}")
+        from .backend import check_names
+        check_names(self.topology, condition)
         handle = next(self._handles)
         self._conditions[handle] = condition
         self._reconcile()
@@ -607,7 +605,7 @@ class NetnsNetwork:
         """Make the lab what the active conditions say: each change applied once, and reverting
         a condition restores exactly the rates, rules and links it changed."""
         from .backend import link_states
-        lab, netem = self.lab, None
+        lab, netem = self.lab, netem_available()
         states = link_states(self.topology, self._conditions.values())
         jitters = {name: sum(c.jitter_ms for c in self._conditions.values() if name in c.links) for name in states}
         for name, state in states.items():
@@ -615,7 +613,6 @@ class NetnsNetwork:
             if old is None or old.bw_mbps != state.bw_mbps:
                 lab.shape(name, state.bw_mbps * self.scale)
             if old is None or old.delay_ms != state.delay_ms or self._jitters.get(name, 0.0) != jitters[name]:
-                netem = netem_available() if netem is None else netem
                 if netem:
                     lab.delay(name, state.delay_ms / self.scale, jitters[name] / self.scale)
             if old is not None and old.up != state.up:
@@ -707,7 +704,7 @@ class NetnsNetwork:
         from .backend import Flow
         done: dict[int, float] = {}
         waiting: list = []
-        seq = iter(range(1 << 62))
+        seq = itertools.count()
 
         def push(flow, index) -> None:
             heapq.heappush(waiting, (flow.start, next(seq), flow, index))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..controller.routing import Controller, Hop
 from ..engine.clock import Clock
-from .backend import Condition, Flow, LinkState, NetworkStats, link_states
+from .backend import Condition, Flow, LinkState, NetworkStats, check_names, link_states
 from .flows import GOODPUT, mathis_rate, max_min_rates
 from .topology import Topology
 
@@ -43,7 +43,7 @@ class SimNetwork:
         self.controller = controller
         self.topology: Topology | None = None
         self._conditions: dict[int, Condition] = {}
-        self._stopped: dict[int, Condition] = {}
+        self._stopped: set[int] = set()
         self._handles = itertools.count(1)
         self._version = 0
         self._active: list[_Transfer] = []
@@ -63,13 +63,10 @@ class SimNetwork:
         self._recompute_links()
 
     def apply(self, condition: Condition) -> int:
-        unknown = [name for name in condition.links if name not in self.topology.links]
-        unknown += [h for pair in condition.background for h in pair if h not in self.topology.graph]
-        if unknown:
-            raise KeyError(f"unknown links or hosts: {', '.join(unknown)}")
+        check_names(self.topology, condition)
         handle = next(self._handles)
         if not (condition.links or condition.background):  # hosts_down: the FL cluster's availability says it
-            self._stopped[handle] = condition
+            self._stopped.add(handle)
             return handle
         self._conditions[handle] = condition
         if condition.down and condition.detect_after > 0:
@@ -79,7 +76,8 @@ class SimNetwork:
         return handle
 
     def revert(self, handle: int) -> None:
-        if self._stopped.pop(handle, None) is not None:
+        if handle in self._stopped:
+            self._stopped.discard(handle)
             return
         del self._conditions[handle]
         entry = self._undetected.pop(handle, None)
