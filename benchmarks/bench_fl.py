@@ -1,13 +1,16 @@
 """Speed of client training and accuracy of the FL rules (prints figures; asserts nothing).
 
-    python benchmarks/bench_fl.py speed [--quick] [--device cpu|cuda] [--rounds N]
+    python benchmarks/bench_fl.py speed [--quick] [--device cpu|cuda] [--rounds N] [--sequential-up-to N]
+                                        [--compile-cpu]
     python benchmarks/bench_fl.py accuracy [--rounds N]
 
 speed: rounds per second of the sequential and the batched executor, for 50 MLP clients on the CPU
 and for the seed's basic workload (cnn with hidden_layers [64, 128, 256], 3x32x32 inputs, 10 and 100
 clients x 1000 samples, 5 local epochs, batch 32) on --device (cuda by default when there is one;
 --quick shrinks it to something a CPU finishes). A round is local training of every client plus
-aggregation, no network.
+aggregation, no network. On a GPU it times the batched executor eager and replayed from CUDA graphs,
+in float32 and bfloat16, and with torch.compile, and prints how far each one's model after a round
+is from the first variant's.
 accuracy: the label-Dirichlet(0.1) comparison of FedAvg, FedProx and SCAFFOLD on digits, FedProx
 against FedAvg on synthetic(1, 1) with 90% stragglers, and three gaussian-noise clients against each
 aggregation rule: the README's "FL engine: measured" tables.
@@ -66,19 +69,53 @@ def workload(architecture, parameters, dataset, clients, samples, epochs, batch,
     return model, g, tasks, settings
 
 
-def rounds_per_second(executor, g, tasks, rounds: int, device) -> float:
+def timed_rounds(executor, g, tasks, rounds: int, device) -> tuple[float, float, torch.Tensor]:
+    """(seconds of the first round, which captures or compiles; seconds per later round; the model
+    after the first round)."""
     def one_round(g):
         updates = executor.train(g, tasks)
         return fedavg([u.params.to(g.device) for u in updates], [u.num_samples for u in updates])
-    g = one_round(g)  # warm-up: allocator, kernels, vmap set-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
     start = time.perf_counter()
+    first = one_round(g)
+    sync()
+    warm = time.perf_counter() - start
+    start = time.perf_counter()
+    g = first
     for _ in range(rounds):
         g = one_round(g)
-    if device.type == "cuda":
+    sync()
+    return warm, (time.perf_counter() - start) / rounds, first.cpu()
+
+
+def variants(dev: torch.device, compile_cpu: bool):
+    """(label, executor settings) of each way to run a round on dev; None is the sequential executor."""
+    if dev.type == "cpu":
+        out = [("sequential", None), ("batched", {})]
+        return out + [("batched, torch.compile", {"compile": True})] if compile_cpu else out
+    return [("sequential", None),
+            ("batched, float32, eager", {"mixed_precision": False, "cuda_graphs": False}),
+            ("batched, bfloat16, eager", {"mixed_precision": True, "cuda_graphs": False}),
+            ("batched, float32, CUDA graph", {"mixed_precision": False}),
+            ("batched, bfloat16, CUDA graph (default)", {}),
+            ("batched, bfloat16, torch.compile + CUDA graph", {"compile": True})]
+
+
+def profile(model, g, tasks, settings, dev) -> None:
+    """Where a batched step's time goes: the CUDA kernels of 10 eager bfloat16 steps of every client."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+    executor = BatchedExecutor(model, device=dev, mixed_precision=True, cuda_graphs=False, **settings)
+    short = [LocalTask(t.client, t.x, t.y, t.seed, max_steps=10) for t in tasks]
+    executor.train(g, short)
+    torch.cuda.synchronize()
+    with profiler(activities=[ProfilerActivity.CUDA]) as prof:
+        executor.train(g, short)
         torch.cuda.synchronize()
-    return rounds / (time.perf_counter() - start)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=70))
 
 
 def speed(args) -> None:
@@ -95,13 +132,32 @@ def speed(args) -> None:
                           ("cnn", {"hidden_layers": [64, 128, 256], "input_channels": 3}, "synthetic_images",
                            clients, 1000, 5, 32)))
     print(f"torch {torch.__version__}")
+    table = []
     for title, dev, spec in cases:
         model, g, tasks, settings = workload(*spec, dev)
-        print(f"{title} on {device_name(dev)}:")
-        for name, executor in [("sequential", SequentialExecutor(model, **settings)),
-                               ("batched", BatchedExecutor(model, device=dev, **settings))]:
-            rps = rounds_per_second(executor, g.to(dev), tasks, args.rounds, dev)
-            print(f"  {name:<10} {rps:8.3f} rounds/s  ({1 / rps:.3f} s per round)")
+        print(f"{title} on {device_name(dev)}:", flush=True)
+        reference = None
+        for label, options in variants(dev, args.compile_cpu):
+            if options is None and len(tasks) > args.sequential_up_to:
+                print(f"  {label:<46} skipped (more than --sequential-up-to {args.sequential_up_to} clients)")
+                continue
+            executor = (SequentialExecutor(model, **settings) if options is None
+                        else BatchedExecutor(model, device=dev, **options, **settings))
+            warm, per_round, first = timed_rounds(executor, g.to(dev), tasks, args.rounds, dev)
+            reference = first if reference is None else reference
+            drift = ((first - reference).norm() / (reference - g.cpu()).norm()).item()
+            print(f"  {label:<46} {per_round:8.3f} s per round ({1 / per_round:7.2f} rounds/s); first round "
+                  f"{warm:6.2f} s; model after round 1 differs from the first variant's by {drift:.1e} (relative)",
+                  flush=True)
+            table.append((title.split(" x ")[0], label, per_round, warm))
+            del executor
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+        if args.profile and dev.type == "cuda":
+            profile(model, g.to(dev), tasks, settings, dev)
+    print("\n| workload | executor | s per round | first round (capture, compile) |\n|---|---|---|---|")
+    for workload_name, label, per_round, warm in table:
+        print(f"| {workload_name} | {label} | {per_round:.3f} | {warm:.2f} |")
 
 
 # -- accuracy -------------------------------------------------------------------------------------------
@@ -191,7 +247,13 @@ def main() -> None:
     s = sub.add_parser("speed")
     s.add_argument("--quick", action="store_true", help="a CNN workload small enough for a CPU")
     s.add_argument("--device", choices=["cpu", "cuda"], help="device of the CNN workload (default: cuda if any)")
-    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--rounds", type=int, default=3, help="timed rounds after the first")
+    s.add_argument("--sequential-up-to", type=int, default=1000, help="skip the sequential executor above this "
+                   "many clients (100 clients of the GPU workload take about 45 s per round that way)")
+    s.add_argument("--profile", action="store_true", help="on a GPU, also print the CUDA kernels that take a "
+                   "batched step's time")
+    s.add_argument("--compile-cpu", action="store_true", help="also time torch.compile on the CPU "
+                   "(Inductor's C++ backend; its first round compiles, for tens of seconds)")
     s.add_argument("--threads", type=int, help="torch intra-op threads")
     a = sub.add_parser("accuracy")
     a.add_argument("--rounds", type=int, default=50)

@@ -1,5 +1,7 @@
 """The FL engine trains for real: accuracy under attacks and stragglers, and the batched executor
 agreeing with the sequential one. Loops over FLCluster directly (no network) to stay quick."""
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
@@ -82,6 +84,26 @@ def test_scaffold_control_variates_follow_option_two(tiny_config):
     assert torch.allclose(cl.global_params, torch.stack([u.params for u in updates]).mean(0), atol=1e-6)
 
 
+def executor_case(architecture, parameters, shape, mu):
+    """A model, its flat parameters and five clients: unequal sizes, a partial-work client and SCAFFOLD
+    corrections on every other client."""
+    torch.manual_seed(0)
+    model = build_model(architecture, parameters, shape, 10)
+    g = parameters_to_vector(model.parameters()).detach().clone()
+    gen = torch.Generator().manual_seed(1)
+    tasks = [LocalTask(f"c{i}", torch.randn(n, *shape, generator=gen), torch.randint(0, 10, (n,), generator=gen), i,
+                       max_steps=steps, correction=0.01 * torch.randn(g.shape, generator=gen) if i % 2 else None)
+             for i, (n, steps) in enumerate([(50, None), (37, None), (64, 3), (20, None), (5, None)])]
+    return model, g, tasks, dict(local_epochs=2, batch_size=8, learning_rate=0.1, mu=mu)
+
+
+def assert_same_updates(sequential, batched, g, tolerance=1e-5):
+    for s, b in zip(sequential, batched, strict=True):
+        assert (s.client, s.steps, s.num_samples) == (b.client, b.steps, b.num_samples)
+        assert ((s.params - b.params).norm() / (s.params - g).norm()).item() < tolerance
+        assert b.train_loss == pytest.approx(s.train_loss, rel=tolerance)
+
+
 @pytest.mark.parametrize("architecture, parameters, shape", [
     ("mlp", {"hidden_layers": [32, 16]}, (8, 8)),
     ("cnn", {"hidden_layers": [8, 16]}, (3, 16, 16)),
@@ -91,17 +113,54 @@ def test_scaffold_control_variates_follow_option_two(tiny_config):
 def test_the_batched_executor_equals_the_sequential_one(architecture, parameters, shape, mu):
     """Same seeds, same batches: unequal client sizes, a partial-work client and SCAFFOLD corrections
     included. Relative error of each client's update within 1e-5 on float32."""
-    torch.manual_seed(0)
-    model = build_model(architecture, parameters, shape, 10)
-    g = parameters_to_vector(model.parameters()).detach().clone()
-    gen = torch.Generator().manual_seed(1)
-    tasks = [LocalTask(f"c{i}", torch.randn(n, *shape, generator=gen), torch.randint(0, 10, (n,), generator=gen), i,
-                       max_steps=steps, correction=0.01 * torch.randn(g.shape, generator=gen) if i % 2 else None)
-             for i, (n, steps) in enumerate([(50, None), (37, None), (64, 3), (20, None), (5, None)])]
-    settings = dict(local_epochs=2, batch_size=8, learning_rate=0.1, mu=mu)
+    model, g, tasks, settings = executor_case(architecture, parameters, shape, mu)
     sequential = SequentialExecutor(model, **settings).train(g, tasks)
-    batched = BatchedExecutor(model, device="cpu", **settings).train(g, tasks)
-    for s, b in zip(sequential, batched):
-        assert (s.client, s.steps, s.num_samples) == (b.client, b.steps, b.num_samples)
-        assert ((s.params - b.params).norm() / (s.params - g).norm()).item() < 1e-5
-        assert b.train_loss == pytest.approx(s.train_loss, rel=1e-5)
+    assert_same_updates(sequential, BatchedExecutor(model, device="cpu", **settings).train(g, tasks), g)
+
+
+def test_idle_clients_that_pad_a_group_change_nothing():
+    """client_multiple=8 pads each group to 8 clients; the idle ones have no samples and no steps,
+    so the five real clients' updates stay those of the sequential run."""
+    model, g, tasks, settings = executor_case("cnn", {"hidden_layers": [8, 16]}, (3, 16, 16), 0.5)
+    batched = BatchedExecutor(model, device="cpu", client_multiple=8, **settings)
+    assert_same_updates(SequentialExecutor(model, **settings).train(g, tasks), batched.train(g, tasks), g)
+    assert [key[0] for key in batched._steps] == [8, 8]  # all three step-count buckets ran as groups of 8
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # Inductor's imports
+def test_the_compiled_step_equals_the_sequential_one():
+    """torch.compile (Inductor) of the vmapped step, here its C++ backend: same updates."""
+    model, g, tasks, settings = executor_case("mlp", {"hidden_layers": [32, 16]}, (8, 8), 0.5)
+    batched = BatchedExecutor(model, device="cpu", compile=True, **settings)
+    assert not batched.cuda_graphs
+    assert_same_updates(SequentialExecutor(model, **settings).train(g, tasks), batched.train(g, tasks), g)
+
+
+def test_cuda_graphs_need_a_cuda_device():
+    model = build_model("mlp", {}, (8, 8), 10)
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device, the executor runs on cpu"):
+        BatchedExecutor(model, device="cpu", cuda_graphs=True, local_epochs=1, batch_size=8, learning_rate=0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the CUDA graph replay runs on a GPU only")
+@pytest.mark.parametrize("compile", [False, True])
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_the_cuda_graph_replay_equals_the_sequential_one(compile):
+    """On the GPU, in float32 (no bfloat16): replayed graphs give the sequential executor's updates.
+    TF32 is off so both sides do float32 arithmetic; cuDNN sums grouped and plain convolutions in
+    different orders, hence 1e-4 (a replay that went wrong is off by far more)."""
+    model, g, tasks, settings = executor_case("cnn", {"hidden_layers": [8, 16]}, (3, 16, 16), 0.5)
+    cuda = torch.device("cuda")
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        sequential = SequentialExecutor(model.to(cuda), **settings).train(g.to(cuda), [
+            LocalTask(t.client, t.x.to(cuda), t.y.to(cuda), t.seed, t.max_steps,
+                      None if t.correction is None else t.correction.to(cuda)) for t in tasks])
+        batched = BatchedExecutor(model, device=cuda, mixed_precision=False, compile=compile, **settings)
+        updates = batched.train(g, tasks)
+        steps = list(batched._steps.values())  # one per shape: with and without SCAFFOLD corrections
+        assert batched.cuda_graphs and len(steps) == 2 and all(step.graph is not None for step in steps)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    assert_same_updates([replace(u, params=u.params.cpu()) for u in sequential], updates, g, 1e-4)

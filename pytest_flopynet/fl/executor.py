@@ -3,10 +3,12 @@
 Two executors with the same arithmetic: `SequentialExecutor` trains one client after another (the
 reference); `BatchedExecutor` trains many clients of one architecture at once with torch.func
 (functional_call + vmap over stacked parameters and stacked client batches), on the GPU when there is
-one. Both follow the same batch schedule (`schedule`), so they agree within float rounding.
+one, replaying each step from a CUDA graph there. Both follow the same batch schedule (`schedule`), so
+they agree within float rounding.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,22 +95,37 @@ class BatchedExecutor:
     """Trains a group of clients together: one vmapped SGD step advances every client by one of its
     own mini-batches. Clients with fewer steps or a smaller last batch are masked (a masked sample adds
     nothing to the loss, a finished client's step is zero), and clients are bucketed by step count so
-    no bucket wastes more than half of its work on masked steps."""
+    no bucket wastes more than half of its work on masked steps.
+
+    A vmapped step is hundreds of small kernels, so on a GPU the Python that launches them, not the
+    arithmetic, sets the pace. On a CUDA device the step is therefore captured once in a CUDA graph and
+    replayed (`cuda_graphs`), and `compile=True` has torch.compile (Inductor) fuse it first. Both need
+    fixed shapes, so the step works on fixed buffers (`_GroupStep`), one set per group shape;
+    `client_multiple` pads groups with idle clients so a changing number of clients reuses fewer
+    shapes (fewer compilations, at the price of the idle clients' arithmetic)."""
 
     def __init__(self, model: nn.Module, *, local_epochs: int, batch_size: int, learning_rate: float, mu: float = 0.0,
-                 device: str | torch.device | None = None, mixed_precision: bool | None = None):
+                 device: str | torch.device | None = None, mixed_precision: bool | None = None,
+                 cuda_graphs: bool | None = None, compile: bool = False, client_multiple: int = 1):
         self.model = model
         self.local_epochs = local_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.mu = mu
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        cuda = self.device.type == "cuda"
         # on a GPU, forward and backward run in bfloat16 (weights and updates stay float32); on the
         # CPU everything is float32, so the batched executor matches the sequential one there
-        self.mixed_precision = self.device.type == "cuda" if mixed_precision is None else mixed_precision
-        if self.device.type == "cuda":
+        self.mixed_precision = cuda if mixed_precision is None else mixed_precision
+        self.cuda_graphs = cuda if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and not cuda:
+            raise ValueError(f"CUDA graphs need a CUDA device, the executor runs on {self.device}")
+        self.compile = compile
+        self.client_multiple = client_multiple
+        if cuda:
             torch.backends.cudnn.benchmark = True
-        self._loss = None
+        self._steps: dict[tuple, _GroupStep] = {}  # by shape; a few, each holding its buffers (and graph)
+        self._functions: dict[tuple[bool, bool], object] = {}
 
     def train(self, global_params: torch.Tensor, tasks: list[LocalTask]) -> list[Update]:
         plans = [schedule(len(t.y), self.local_epochs, self.batch_size, t.seed, t.max_steps) for t in tasks]
@@ -123,21 +140,47 @@ class BatchedExecutor:
                 results[i] = update
         return [results[i] for i in range(len(tasks))]
 
-    def _loss_fn(self):
-        """Each client's masked mean cross-entropy on its own batch, vmapped over clients. The gradients
-        come from one backward pass over the sum: clients share no parameters, so each one's gradient is
-        its own (cheaper on a CPU than vmap(grad(...)))."""
-        if self._loss is None:
-            from torch.func import functional_call, vmap
-            model = self.model
-            buffers = {k: v.to(self.device) for k, v in model.named_buffers()}
+    def _step_function(self, proximal: bool, corrected: bool):
+        """The pure SGD step of every client at once: (parameters, batch, mask, active, anchor, correction)
+        -> (new parameters, each client's loss times active). Clients share no parameters, so the
+        gradient of the summed losses is each client's own gradient."""
+        key = (proximal, corrected)
+        if key in self._functions:
+            return self._functions[key]
+        from torch.func import functional_call, grad_and_value, vmap
+        model, lr, mu = self.model, self.learning_rate, self.mu
+        buffers = {k: v.to(self.device) for k, v in model.named_buffers()}
+        device_type, bf16 = self.device.type, self.mixed_precision
 
-            def loss_fn(params, xb, yb, mb):
-                ce = nn.functional.cross_entropy(functional_call(model, (params, buffers), (xb,)), yb, reduction="none")
-                return (ce * mb).sum() / mb.sum().clamp(min=1)
+        def client_loss(params, xb, yb, mb):  # masked mean cross-entropy of one client's batch
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+                logits = functional_call(model, (params, buffers), (xb,))
+            ce = nn.functional.cross_entropy(logits.float(), yb, reduction="none")
+            return (ce * mb).sum() / mb.sum().clamp(min=1)
 
-            self._loss = vmap(loss_fn)
-        return self._loss
+        def summed(params, xb, yb, mb):
+            losses = vmap(client_loss)(params, xb, yb, mb)
+            return losses.sum(), losses
+
+        def step(params, xb, yb, mb, active, anchor, correction):
+            grads, (_, losses) = grad_and_value(summed, has_aux=True)(params, xb, yb, mb)
+            new = {}
+            for k, p in params.items():
+                grad = grads[k]
+                # the proximal term's gradient mu (w - w_global) and SCAFFOLD's correction, for the
+                # clients still working at this step (a finished client's step is zero)
+                if proximal:
+                    grad = grad + mu * (p - anchor[k])
+                if corrected:
+                    grad = grad + correction[k]
+                if proximal or corrected:
+                    grad = grad * active.view(-1, *[1] * (p.dim() - 1))
+                new[k] = p - lr * grad
+            return new, losses * active
+
+        fn = torch.compile(step, fullgraph=True, dynamic=False) if self.compile else step
+        self._functions[key] = fn
+        return fn
 
     def _unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         out, pos = {}, 0
@@ -146,57 +189,112 @@ class BatchedExecutor:
             pos += p.numel()
         return out
 
+    def _group_step(self, clients: int, sample_shape: tuple, x_dtype: torch.dtype, corrected: bool) -> _GroupStep:
+        proximal = bool(self.mu)
+        key = (clients, self.batch_size, sample_shape, x_dtype, proximal, corrected)
+        if key not in self._steps:
+            if len(self._steps) >= 8:  # each keeps its buffers (and graph memory): keep the latest few
+                self._steps.pop(next(iter(self._steps)))
+            template = {k: p.detach() for k, p in self.model.named_parameters()}
+            self._steps[key] = _GroupStep(self._step_function(proximal, corrected), template, clients,
+                                          self.batch_size, sample_shape, x_dtype, corrected, self.device,
+                                          self.cuda_graphs)
+        return self._steps[key]
+
     def _train_group(self, global_params: torch.Tensor, tasks: list[LocalTask], plans: list[list[np.ndarray]]):
         dev, C, B = self.device, len(tasks), self.batch_size
+        padded = -(-C // self.client_multiple) * self.client_multiple  # idle clients: no samples, no steps
         T = max(len(p) for p in plans)
         n_max = max(len(t.y) for t in tasks)
-        idx = torch.zeros(C, T, B, dtype=torch.long)
-        mask = torch.zeros(C, T, B)
+        sample_shape = tuple(tasks[0].x.shape[1:])
+        # rows of the clients' stacked data each step reads (a masked slot reads row 0 and counts for nothing)
+        rows = torch.zeros(T, padded, B, dtype=torch.long)
+        mask = torch.zeros(T, padded, B)
         for c, plan in enumerate(plans):
             for s, batch in enumerate(plan):
-                idx[c, s, :len(batch)] = torch.from_numpy(batch)
-                mask[c, s, :len(batch)] = 1
+                rows[s, c, :len(batch)] = torch.from_numpy(batch) + c * n_max
+                mask[s, c, :len(batch)] = 1
         active = (mask.sum(2) > 0).float()
-        x = torch.zeros(C, n_max, *tasks[0].x.shape[1:], device=dev)
-        y = torch.zeros(C, n_max, dtype=torch.long, device=dev)
+        x = torch.zeros(C * n_max, *sample_shape, dtype=tasks[0].x.dtype, device=dev)
+        y = torch.zeros(C * n_max, dtype=torch.long, device=dev)
         for c, t in enumerate(tasks):
-            x[c, :len(t.y)], y[c, :len(t.y)] = t.x, t.y
-        idx, mask, active = (v.to(dev) for v in (idx, mask, active))
-        g = global_params.to(dev)
-        global_dict = self._unflatten(g)
-        params = {k: v.unsqueeze(0).repeat(C, *[1] * v.dim()) for k, v in global_dict.items()}
+            x[c * n_max:c * n_max + len(t.y)], y[c * n_max:c * n_max + len(t.y)] = t.x, t.y
+        rows, mask, active = (v.to(dev) for v in (rows, mask, active))
+        corrected = any(t.correction is not None for t in tasks)
+        step = self._group_step(padded, sample_shape, x.dtype, corrected)
         correction = None
-        if any(t.correction is not None for t in tasks):
-            correction = self._unflatten(torch.stack([t.correction if t.correction is not None else torch.zeros_like(g)
-                                                      for t in tasks]).to(dev))
-        loss_fn = self._loss_fn()
-        rows = torch.arange(C, device=dev)[:, None]
-        losses = torch.zeros(C, device=dev)
-        lr, mu = self.learning_rate, self.mu
+        if corrected:
+            correction = self._unflatten(torch.stack([t.correction if t.correction is not None
+                                                      else torch.zeros_like(global_params) for t in tasks]).to(dev))
+        step.load(self._unflatten(global_params.to(dev)), correction)
         for s in range(T):
-            batch = idx[:, s]
-            params = {k: p.detach().requires_grad_() for k, p in params.items()}
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.mixed_precision):
-                data_loss = loss_fn(params, x[rows, batch], y[rows, batch], mask[:, s]).float()
-            grads = torch.autograd.grad(data_loss.sum(), list(params.values()))
-            with torch.no_grad():
-                step = {}
-                for (k, p), grad in zip(params.items(), grads):
-                    # the proximal term's gradient mu (w - w_global) and SCAFFOLD's correction, for the
-                    # clients still working at this step (a finished client's step is zero)
-                    if mu:
-                        grad = grad + mu * (p - global_dict[k])
-                    if correction is not None:
-                        grad = grad + correction[k]
-                    if mu or correction is not None:
-                        grad = grad * active[:, s].view(-1, *[1] * (p.dim() - 1))
-                    step[k] = p - lr * grad
-                params = step
-                losses += data_loss * active[:, s]
-        flat = torch.cat([p.detach().reshape(C, -1) for p in params.values()], 1).cpu()
-        losses = (losses / active.sum(1).clamp(min=1)).cpu()
+            torch.index_select(x, 0, rows[s].view(-1), out=step.x.view(padded * B, *sample_shape))
+            torch.index_select(y, 0, rows[s].view(-1), out=step.y.view(-1))
+            step.mask.copy_(mask[s])
+            step.active.copy_(active[s])
+            step()
+        flat = torch.cat([p.reshape(padded, -1)[:C] for p in step.params.values()], 1).cpu()
+        losses = (step.loss[:C] / active[:, :C].sum(0).clamp(min=1)).cpu()
         return [Update(t.client, flat[c].clone(), len(t.y), float(losses[c]), len(plans[c]))
                 for c, t in enumerate(tasks)]
+
+
+class _GroupStep:
+    """One SGD step of a group of fixed shape, on fixed buffers: the caller copies a step's batch into
+    x, y, mask and active, then calls; parameters and loss sums change in place. With `graph` the
+    step's kernels are recorded once in a CUDA graph and each call replays them (PyTorch's
+    whole-network capture recipe: warm-up on a side stream, then capture)."""
+
+    def __init__(self, fn, template: dict[str, torch.Tensor], clients: int, batch: int, sample_shape: tuple,
+                 x_dtype: torch.dtype, corrected: bool, device: torch.device, graph: bool):
+        def zeros(*shape, dtype=torch.float32):
+            return torch.zeros(*shape, dtype=dtype, device=device)
+        self.fn = fn
+        self.params = {k: zeros(clients, *p.shape) for k, p in template.items()}
+        self.anchor = {k: zeros(*p.shape) for k, p in template.items()}
+        self.correction = {k: zeros(clients, *p.shape) for k, p in template.items()} if corrected else None
+        self.x = zeros(clients, batch, *sample_shape, dtype=x_dtype)
+        self.y = zeros(clients, batch, dtype=torch.long)
+        self.mask, self.active, self.loss = zeros(clients, batch), zeros(clients), zeros(clients)
+        self.graph = None
+        if graph:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # cuDNN's algorithm search, compilation and lazy set-up happen here
+                for _ in range(3):
+                    self._run()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    self._run()
+                self.graph = graph
+            except RuntimeError as exc:  # an operation that cannot be captured: correct, only slower
+                warnings.warn(f"flopynet: the batched training step could not be captured in a CUDA graph "
+                              f"({str(exc).splitlines()[0]}); it runs eagerly", RuntimeWarning, stacklevel=2)
+
+    def _run(self) -> None:
+        new, losses = self.fn(self.params, self.x, self.y, self.mask, self.active, self.anchor, self.correction)
+        with torch.no_grad():
+            for k, p in self.params.items():
+                p.copy_(new[k])
+            self.loss.add_(losses)
+
+    def load(self, anchor: dict[str, torch.Tensor], correction: dict[str, torch.Tensor] | None) -> None:
+        """Every client starts from the global model (the anchor of FedProx's proximal term)."""
+        for k, p in self.params.items():
+            self.anchor[k].copy_(anchor[k])
+            p.copy_(anchor[k].expand_as(p))
+            if self.correction is not None:
+                self.correction[k].zero_()
+                self.correction[k][:len(correction[k])].copy_(correction[k])
+        self.loss.zero_()
+
+    def __call__(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self._run()
 
 
 class AutoExecutor:

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Issue 3's GPU check in one call of the device tool: the batched executor's CUDA-graph and
+# torch.compile paths against the sequential executor (tests), then the seed's GPU workload
+# (bench_fl.py speed: 10 and 100 CNN clients, every executor variant, and a kernel profile).
+#
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=570)
+#
+# The device's python3 (3.12, with torch, numpy, scikit-learn, networkx, PyYAML) lacks jsonschema;
+# .whl (ignored by git) holds it and its needs for that python, fetched here with
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_17_x86_64 -d .whl jsonschema==4.26.0 jsonschema-specifications==2025.9.1 \
+#     referencing==0.37.0 rpds-py==2026.9.1
+# Logs go to $OUT (the device tool brings them back); the table is printed last.
+set -o pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/flopynet-gpu-check}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD
+nvidia-smi -L
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
+timeout 200 python3 -m pytest -q -p no:randomly -W ignore::DeprecationWarning tests/test_fl_training.py \
+    -k "batched or compiled or cuda or idle" 2>&1 | tee "$OUT/tests.log"
+timeout 330 python3 benchmarks/bench_fl.py speed --rounds 2 --sequential-up-to 10 --profile 2>&1 | tee "$OUT/bench.log"
