@@ -206,7 +206,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_cleanup(args) -> int:
-    from .network.netns import cleanup, leftovers
+    from .network.lab import cleanup, leftovers
     if args.check:
         found = leftovers()
         print("\n".join(f"left over: {thing}" for thing in found) if found else "nothing left over")

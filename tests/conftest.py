@@ -28,7 +28,7 @@ def pytest_sessionfinish(session, exitstatus):
     import os
     if not os.environ.get("CI") or hasattr(session.config, "workerinput"):
         return
-    from pytest_flopynet.network.netns import leftovers, unavailable
+    from pytest_flopynet.network.lab import leftovers, unavailable
     if unavailable():
         return
     found = leftovers()

@@ -12,7 +12,7 @@ import pytest
 from pytest_flopynet import FLConfig, NetworkConfig, ScenarioConfig
 from pytest_flopynet.fl.node import NodeConfig
 from pytest_flopynet.network import build_topology
-from pytest_flopynet.network.netns import STATE_DIR, NetnsLab, cleanup, unavailable
+from pytest_flopynet.network.lab import STATE_DIR, NetnsLab, cleanup, unavailable
 
 reason = unavailable()
 pytestmark = pytest.mark.skipif(reason is not None, reason=reason or "")
@@ -78,7 +78,7 @@ def test_cleanup_removes_what_a_killed_run_left(tmp_path):
         "import sys, time\n"
         "from pytest_flopynet import FLConfig, NetworkConfig, ScenarioConfig\n"
         "from pytest_flopynet.network import build_topology\n"
-        "from pytest_flopynet.network.netns import NetnsLab\n"
+        "from pytest_flopynet.network.lab import NetnsLab\n"
         "cfg = ScenarioConfig(name='x', fl_config=FLConfig(client_data_sizes=[10, 10]),\n"
         "                     network_config=NetworkConfig(topology_type='tree', node_count=3, switch_count=3))\n"
         "lab = NetnsLab(build_topology(cfg)).start()\n"

@@ -17,7 +17,8 @@ from pytest_flopynet.errors import UnavailableError
 from pytest_flopynet.network import build_topology
 from pytest_flopynet.network.backend import Condition, Flow
 from pytest_flopynet.network.flows import GOODPUT
-from pytest_flopynet.network.netns import STATE_DIR, NetnsLab, NetnsNetwork, netem_available, unavailable
+from pytest_flopynet.network.lab import STATE_DIR, NetnsLab, netem_available, unavailable
+from pytest_flopynet.network.netns import NetnsNetwork
 
 
 def _reason():

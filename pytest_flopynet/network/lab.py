@@ -1,0 +1,440 @@
+"""A topology made real on this machine: a network namespace per host, an Open vSwitch bridge per
+switch on OVS's userspace datapath (no kernel module needed), veth pairs for host links and
+switch-to-switch trunks, one IPv4 subnet for all hosts.
+
+The lab runs its own ovsdb-server and ovs-vswitchd (private run directory, database and sockets),
+so it never touches a system Open vSwitch. Every name carries the lab's prefix (per xdist worker and
+process), and every lab records what it made in a state file, so `flopynet cleanup` can remove what
+a crashed run left behind, as `mn -c` does for Mininet. Until the Ryu controller takes over, the
+bridges are learning switches and RSTP keeps trunk loops (mesh) from flooding.
+
+Every host has a fixed MAC address, every switch a datapath id and every port a fixed OpenFlow
+number, written to a plan file (`write_plan`) from which the project's Ryu app routes. Links are
+shaped on each sending end (HTB: the switch side for traffic towards a host, the host side for
+traffic from it, both ends of a trunk), and lossy links drop in the path with nftables on the
+switch ports' egress hook. NetnsNetwork (network/netns.py) is the Backend on top of the lab.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import UnavailableError
+from .topology import Topology
+
+STATE_DIR = Path(tempfile.gettempdir()) / "flopynet-netns"
+SUBNET = ipaddress.ip_network("10.77.0.0/16")
+OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
+TOOLS = ("ip", "tc", "nft", "ethtool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool")
+
+
+def unavailable() -> str | None:
+    """Why this machine cannot build a lab, or None."""
+    if os.geteuid() != 0:
+        return "the netns backend needs root (CAP_NET_ADMIN) to make namespaces and links"
+    missing = [t for t in TOOLS if shutil.which(t) is None and not Path("/usr/sbin", t).exists()]
+    if missing:
+        return (f"the netns backend needs {', '.join(missing)} "
+                "(Debian: apt-get install iproute2 nftables ethtool openvswitch-switch)")
+    if not OVS_SCHEMA.is_file():
+        return f"Open vSwitch's schema is missing ({OVS_SCHEMA})"
+    return None
+
+
+def tool(name: str) -> str:
+    return shutil.which(name) or str(Path("/usr/sbin", name))
+
+
+def sh(*argv: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([tool(argv[0]), *argv[1:]], capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+class NetnsLab:
+    """Build with `start()`, use `ns(host)`, `ip(host)`, `popen(host, argv)`, tear down with `stop()`
+    (also as a context manager)."""
+
+    def __init__(self, topology: Topology, worker: str = "main", controller: str | None = None, label: str = "lab"):
+        """controller: an OpenFlow target such as tcp:127.0.0.1:6653; the bridges then speak
+        OpenFlow 1.3 in secure fail mode (no traffic without the controller's flows). worker and
+        label (the xdist worker and the test or scenario) name the namespaces."""
+        reason = unavailable()
+        if reason:
+            raise UnavailableError(reason)
+        self.topology = topology
+        # interface names are at most 15 characters: a short prefix from worker, label and process,
+        # made unique against the labs that exist; namespaces also carry the worker's name
+        self.prefix = _prefix(worker, label)
+        self.worker = worker
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"flopynet-ovs-{self.prefix}-"))
+        self.daemons: list[subprocess.Popen] = []
+        self.processes: list[subprocess.Popen] = []
+        hosts = sorted(topology.hosts)
+        self.addresses = {h: str(SUBNET[i + 1]) for i, h in enumerate(hosts)}
+        self.macs = {h: f"02:77:00:00:{(i + 1) >> 8:02x}:{(i + 1) & 255:02x}" for i, h in enumerate(hosts)}
+        tag = "".join(ch for ch in worker if ch.isalnum())[:12] or "main"
+        self.namespaces = {h: f"{self.prefix}-{tag}-{h}" for h in hosts}
+        self.bridges = {s: f"{self.prefix}{s}" for s in topology.switches}
+        self.dpids = {s: i + 1 for i, s in enumerate(sorted(topology.switches))}
+        self.trunks: list[str] = []  # the root-namespace ends of every veth pair
+        self.controller = controller
+        self.ends: dict[str, list[tuple[str | None, str]]] = {}  # link -> (namespace or None, device) sending ends
+        self.ports: dict[str, dict[str, tuple[str, int, str]]] = {}  # link -> {node: (switch, OpenFlow port, device)}
+        self._htb: set[str] = set()  # devices with their HTB root in place
+        self._plan_ports()
+        self._record()  # claims the prefix
+
+    def _plan_ports(self) -> None:
+        """Fixed device names and OpenFlow port numbers for every link, known before anything exists."""
+        next_port = {s: 1 for s in self.topology.switches}
+        for i, link in enumerate(sorted(self.topology.links.values(), key=lambda link: link.name)):
+            if link.a in self.namespaces or link.b in self.namespaces:
+                host, switch = (link.a, link.b) if link.a in self.namespaces else (link.b, link.a)
+                outer = f"{self.prefix}o{i}"
+                self.ports[link.name] = {host: (switch, next_port[switch], outer)}
+                next_port[switch] += 1
+                self.ends[link.name] = [(None, outer), (self.ns(host), f"eth{i}")]
+            else:
+                pa, pb = f"{self.prefix}t{i}a", f"{self.prefix}t{i}b"
+                self.ports[link.name] = {}
+                for node, dev in ((link.a, pa), (link.b, pb)):
+                    self.ports[link.name][node] = (node, next_port[node], dev)
+                    next_port[node] += 1
+                self.ends[link.name] = [(None, pa), (None, pb)]
+
+    def write_plan(self, path: Path, **extra) -> Path:
+        """The topology as the Ryu app reads it: switches, hosts and trunks with their ports."""
+        hosts, trunks = {}, []
+        for name, ports in self.ports.items():
+            link = self.topology.links[name]
+            if link.a in self.namespaces or link.b in self.namespaces:
+                (host, (switch, port, _)), = ports.items()
+                hosts[host] = {"ip": self.ip(host), "mac": self.macs[host], "switch": switch, "port": port}
+            else:
+                trunks.append({"a": link.a, "a_port": ports[link.a][1], "b": link.b, "b_port": ports[link.b][1]})
+        Path(path).write_text(json.dumps({"switches": self.dpids, "hosts": hosts, "trunks": trunks, **extra}, indent=1))
+        return Path(path)
+
+    # -- names and addresses ------------------------------------------------------------------
+    def ns(self, host: str) -> str:
+        return self.namespaces[host]
+
+    def ip(self, host: str) -> str:
+        return self.addresses[host]
+
+    @property
+    def env(self) -> dict:
+        return {**os.environ, "OVS_RUNDIR": str(self.run_dir), "OVS_DBDIR": str(self.run_dir),
+                "OVS_LOGDIR": str(self.run_dir), "OVS_SYSCONFDIR": str(self.run_dir)}
+
+    def vsctl(self, *args: str, check: bool = True) -> str:
+        return sh("ovs-vsctl", f"--db=unix:{self.run_dir / 'db.sock'}", "--timeout=10", *args, env=self.env,
+                  check=check).stdout
+
+    # -- building -----------------------------------------------------------------------------
+    def start(self) -> NetnsLab:
+        try:
+            self._record()
+            self._start_ovs()
+            for host, ns in self.namespaces.items():
+                sh("ip", "netns", "add", ns)
+                sh("ip", "-n", ns, "link", "set", "lo", "up")
+            for switch, bridge in self.bridges.items():
+                dpid = f"other-config:datapath-id={self.dpids[switch]:016x}"
+                if self.controller:
+                    self.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev",
+                               "fail_mode=secure", "protocols=OpenFlow13", dpid, "--", "set-controller", bridge,
+                               self.controller)
+                else:  # standalone: a learning switch; RSTP breaks trunk loops
+                    self.vsctl("add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev", dpid,
+                               "fail_mode=standalone", f"rstp_enable={'true' if self._loops() else 'false'}")
+            for link in sorted(self.topology.links.values(), key=lambda link: link.name):
+                self._link(link)
+                self._record()
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def _loops(self) -> bool:
+        switches = self.topology.graph.subgraph(self.topology.switches)
+        return switches.number_of_edges() >= len(self.topology.switches)
+
+    def _start_ovs(self) -> None:
+        db, sock = self.run_dir / "conf.db", self.run_dir / "db.sock"
+        sh("ovsdb-tool", "create", str(db), str(OVS_SCHEMA), env=self.env)
+        self.daemons.append(subprocess.Popen(
+            [tool("ovsdb-server"), str(db), f"--remote=punix:{sock}", f"--unixctl={self.run_dir / 'ovsdb.ctl'}",
+             f"--pidfile={self.run_dir / 'ovsdb.pid'}", f"--log-file={self.run_dir / 'ovsdb.log'}"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        self._wait_for(sock)
+        self.vsctl("--no-wait", "init")
+        self.daemons.append(subprocess.Popen(
+            [tool("ovs-vswitchd"), f"unix:{sock}", f"--unixctl={self.run_dir / 'vswitchd.ctl'}",
+             f"--pidfile={self.run_dir / 'vswitchd.pid'}", f"--log-file={self.run_dir / 'vswitchd.log'}"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        self._wait_for(self.run_dir / "vswitchd.ctl")
+        self._record()
+
+    def _wait_for(self, path: Path, timeout: float = 10.0) -> None:
+        deadline = time.time() + timeout
+        while not path.exists():
+            if time.time() > deadline or any(d.poll() is not None for d in self.daemons):
+                log = "".join(p.read_text()[-400:] for p in self.run_dir.glob("*.log"))
+                raise RuntimeError(f"Open vSwitch did not start ({path.name} missing): {log}")
+            time.sleep(0.05)
+
+    def _add_port(self, switch: str, device: str, port: int) -> None:
+        self.vsctl("add-port", self.bridges[switch], device, "--", "set", "Interface", device, f"ofport_request={port}")
+
+    def _link(self, link) -> None:
+        ports = self.ports[link.name]
+        if link.a in self.namespaces or link.b in self.namespaces:
+            (host, (switch, port, outer)), = ports.items()
+            ns, inner = self.ns(host), self.ends[link.name][1][1]
+            sh("ip", "link", "add", outer, "type", "veth", "peer", "name", f"{outer}p")
+            self.trunks.append(outer)  # deleted at teardown with its peer (namespace removal is lazy)
+            sh("ip", "link", "set", f"{outer}p", "netns", ns)
+            sh("ip", "-n", ns, "link", "set", f"{outer}p", "name", inner)
+            sh("ip", "-n", ns, "link", "set", inner, "address", self.macs[host])
+            sh("ip", "-n", ns, "addr", "add", f"{self.ip(host)}/{SUBNET.prefixlen}", "dev", inner)
+            sh("ip", "-n", ns, "link", "set", inner, "up")
+            sh("ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off")  # TCP across netdev needs it
+            sh("ip", "link", "set", outer, "up")
+            self._add_port(switch, outer, port)
+        else:  # a trunk between two switches: a veth pair (OVS's patch ports crash its RSTP on netdev)
+            (_, pa), (_, pb) = self.ends[link.name]
+            sh("ip", "link", "add", pa, "type", "veth", "peer", "name", pb)
+            self.trunks.append(pa)
+            for node, (switch, port, device) in ports.items():
+                sh("ip", "link", "set", device, "up")
+                self._add_port(switch, device, port)
+
+    # -- link conditions ------------------------------------------------------------------------
+    def shape(self, link: str, mbps: float) -> None:
+        """Each sending end of the link carries at most `mbps` (an HTB class, replaced in place)."""
+        rate = f"{max(mbps, 0.001) * 1000:.0f}kbit"
+        for ns, dev in self.ends[link]:
+            tc = ("tc", "-n", ns) if ns else ("tc",)
+            if dev not in self._htb:
+                sh(*tc, "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1")
+                self._htb.add(dev)
+            sh(*tc, "class", "replace", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate, "ceil", rate,
+               "quantum", "1514")
+
+    def delay(self, link: str, delay_ms: float, jitter_ms: float = 0.0) -> None:
+        """Latency (and jitter) on every sending end: netem under the HTB class; needs the kernel's netem."""
+        for ns, dev in self.ends[link]:
+            tc = ("tc", "-n", ns) if ns else ("tc",)
+            if delay_ms > 0 or jitter_ms > 0:
+                sh(*tc, "qdisc", "replace", "dev", dev, "parent", "1:1", "handle", "10:", "netem", "delay",
+                   f"{delay_ms:.3f}ms", f"{jitter_ms:.3f}ms", "limit", "100000")
+            else:
+                sh(*tc, "qdisc", "del", "dev", dev, "parent", "1:1", "handle", "10:", check=False)
+
+    def set_up(self, link: str, up: bool) -> None:
+        """Carrier on or off for the whole link (its root-namespace end; the peer follows)."""
+        sh("ip", "link", "set", self.ends[link][0][1], "up" if up else "down")
+
+    def set_loss(self, losses: dict[str, float]) -> None:
+        """Lossy links drop in the path: nftables on the switch ports' egress hook, one table for the
+        lab, replaced as a whole. Towards a host the drop sits on its switch port; from a host, on
+        every other port of its switch (matched by the host's MAC), so a packet is judged once per
+        lossy link it crosses and losses compound along a path. Trunks drop on both ends."""
+        rules: dict[str, list[str]] = {}
+        for link, loss in sorted(losses.items()):
+            if loss <= 0:
+                continue
+            drop = f"numgen random mod 10000 < {round(loss * 10000)} counter drop"
+            ports = self.ports[link]
+            if len(self.ends[link]) == 2 and self.ends[link][1][0] is not None:  # host link
+                (host, (switch, _, outer)), = ports.items()
+                rules.setdefault(outer, []).append(drop)
+                for other in self._switch_devices(switch) - {outer}:
+                    rules.setdefault(other, []).append(f"ether saddr {self.macs[host]} {drop}")
+            else:
+                for _, dev in self.ends[link]:
+                    rules.setdefault(dev, []).append(drop)
+        table = f"flopynet_{self.prefix}"
+        text = [f"table netdev {table} {{}}", f"delete table netdev {table}"]
+        if rules:
+            text.append(f"table netdev {table} {{")
+            for i, (dev, lines) in enumerate(sorted(rules.items())):
+                text += [f"  chain c{i} {{", f"    type filter hook egress device {dev} priority 0", *[f"    {r}" for r in lines],
+                         "  }"]
+            text.append("}")
+        proc = subprocess.run([tool("nft"), "-f", "-"], input="\n".join(text) + "\n", capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"nft: {proc.stderr.strip()}")
+
+    def _switch_devices(self, switch: str) -> set[str]:
+        return {dev for ports in self.ports.values() for node, (sw, _, dev) in ports.items() if sw == switch}
+
+    # -- running things -------------------------------------------------------------------------
+    def popen(self, host: str, argv: list[str], **kwargs) -> subprocess.Popen:
+        """A process inside the host's namespace; stopped at teardown."""
+        proc = subprocess.Popen([tool("ip"), "netns", "exec", self.ns(host), *argv], start_new_session=True, **kwargs)
+        self.processes.append(proc)
+        self._record()
+        return proc
+
+    def run(self, host: str, argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess:
+        return subprocess.run([tool("ip"), "netns", "exec", self.ns(host), *argv], capture_output=True, text=True,
+                              timeout=timeout)
+
+    # -- teardown -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        for bridge in self.bridges.values():  # while ovs-vswitchd still runs, so it removes its tap devices
+            if self.daemons:
+                self.vsctl("--if-exists", "del-br", bridge, check=False)
+        for proc in [*self.processes, *reversed(self.daemons)]:
+            kill_group(proc.pid)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        sh("nft", "delete", "table", "netdev", f"flopynet_{self.prefix}", check=False)
+        for port in [*self.trunks, *self.bridges.values()]:  # veth pairs, and taps a killed daemon left
+            sh("ip", "link", "del", port, check=False)
+        for ns in self.namespaces.values():
+            sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        (STATE_DIR / f"{self.prefix}.json").unlink(missing_ok=True)
+        self.processes, self.daemons = [], []
+
+    def adopt(self, proc: subprocess.Popen) -> None:
+        """A process started elsewhere (the Ryu controller) that the lab stops and cleanup kills."""
+        self.processes.append(proc)
+        self._record()
+
+    def _record(self) -> None:
+        """What this lab made, for `flopynet cleanup` after a crash."""
+        STATE_DIR.mkdir(exist_ok=True)
+        (STATE_DIR / f"{self.prefix}.json").write_text(json.dumps({
+            "owner": os.getpid(), "namespaces": list(self.namespaces.values()), "links": [*self.trunks, *self.bridges.values()],
+            "run_dir": str(self.run_dir),
+            "pids": [p.pid for p in [*self.processes, *self.daemons]]}))
+
+    def __enter__(self) -> NetnsLab:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def close_pipes(proc: subprocess.Popen) -> None:
+    for pipe in (proc.stdin, proc.stdout):
+        try:
+            if pipe is not None:
+                pipe.close()
+        except OSError:
+            pass
+
+
+def _prefix(worker: str, label: str) -> str:
+    """fn + 4 hex digits from worker, label and process, bumped past prefixes in use."""
+    import hashlib
+    taken = {p.stem for p in STATE_DIR.glob("*.json")} if STATE_DIR.is_dir() else set()
+    for attempt in range(1000):
+        digest = hashlib.sha1(f"{worker}:{label}:{os.getpid()}:{attempt}".encode()).hexdigest()
+        prefix = f"fn{digest[:4]}"
+        if prefix not in taken and not Path("/sys/class/net", f"{prefix}o0").exists():
+            return prefix
+    return f"fn{secrets.token_hex(2)}"
+
+
+def kill_group(pid: int) -> None:
+    """The process group the lab started (a process and its children)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" not in status.read_text()
+    except OSError:
+        return False
+
+
+def leftovers() -> list[str]:
+    """Everything of any lab that exists now, found by its names rather than by state files: lab
+    records, namespaces, links, nftables tables, and agent, Ryu and Open vSwitch processes."""
+    import re
+    found = [f"record {p}" for p in sorted(STATE_DIR.glob("*.json"))] if STATE_DIR.is_dir() else []
+    ours = re.compile(r"^fn[0-9a-f]{4}")
+    found += [f"namespace {n}" for n in sh("ip", "netns", "list", check=False).stdout.split() if ours.match(n)]
+    found += [f"link {n.split('@')[0]}" for line in sh("ip", "-o", "link", check=False).stdout.splitlines()
+              for n in line.split(":")[1:2] if ours.match(n.strip())]
+    found += [f"nftables table {t}" for t in sh("nft", "list", "tables", check=False).stdout.split() if t.startswith("flopynet_")]
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        text = " ".join(argv)
+        if "pytest_flopynet.network.agent" in text or "ryu_app.py" in text or "flopynet-ovs-" in text:
+            if "State:\tZ" not in (proc / "status").read_text(errors="replace"):
+                found.append(f"process {proc.name}: {text.strip()[:100]}")
+    return found
+
+
+def cleanup() -> list[str]:
+    """Remove what labs of dead runs left: their processes, namespaces, links and OVS run
+    directories. Labs whose owning process still runs (another xdist worker, another session) are
+    left alone. Returns what it removed."""
+    removed = []
+    for state_file in sorted(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else []:
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # being written by a live lab
+        if _alive(state.get("owner", 0)):
+            continue
+        for pid in state.get("pids", []):
+            kill_group(pid)
+        for ns in state.get("namespaces", []):
+            if sh("ip", "netns", "del", ns, check=False).returncode == 0:
+                removed.append(f"namespace {ns}")
+        for link in state.get("links", []):
+            if sh("ip", "link", "del", link, check=False).returncode == 0:
+                removed.append(f"link {link}")
+        if sh("nft", "delete", "table", "netdev", f"flopynet_{state_file.stem}", check=False).returncode == 0:
+            removed.append(f"nftables table flopynet_{state_file.stem}")
+        if Path(state.get("run_dir", "")).is_dir():
+            shutil.rmtree(state["run_dir"], ignore_errors=True)
+            removed.append(f"Open vSwitch run directory {state['run_dir']}")
+        state_file.unlink(missing_ok=True)
+    return removed
+
+
+_NETEM: bool | None = None
+
+
+def netem_available() -> bool:
+    """Whether this kernel has the netem qdisc (tried once, in a scratch namespace)."""
+    global _NETEM
+    if _NETEM is None:
+        ns = f"fnprobe{os.getpid()}"
+        if sh("ip", "netns", "add", ns, check=False).returncode != 0:
+            return False
+        try:
+            _NETEM = sh("tc", "-n", ns, "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+                        check=False).returncode == 0
+        finally:
+            sh("ip", "netns", "del", ns, check=False)
+    return _NETEM
