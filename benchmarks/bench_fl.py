@@ -91,17 +91,23 @@ def timed_rounds(executor, g, tasks, rounds: int, device) -> tuple[float, float,
     return warm, (time.perf_counter() - start) / rounds, first.cpu()
 
 
-def variants(dev: torch.device, compile_cpu: bool):
+def variants(dev: torch.device, compile_cpu: bool, convolutional: bool):
     """(label, executor settings) of each way to run a round on dev; None is the sequential executor."""
     if dev.type == "cpu":
         out = [("sequential", None), ("batched", {})]
+        out += [("batched, convolutions as matmul", {"convolutions_as_matmul": True})] if convolutional else []
         return out + [("batched, torch.compile", {"compile": True})] if compile_cpu else out
-    return [("sequential", None),
-            ("batched, float32, eager", {"mixed_precision": False, "cuda_graphs": False}),
-            ("batched, bfloat16, eager", {"mixed_precision": True, "cuda_graphs": False}),
-            ("batched, float32, CUDA graph", {"mixed_precision": False}),
-            ("batched, bfloat16, CUDA graph (default)", {}),
-            ("batched, bfloat16, torch.compile + CUDA graph", {"compile": True})]
+    out = [("sequential", None),
+           ("batched, float32, eager", {"mixed_precision": False, "cuda_graphs": False}),
+           ("batched, bfloat16, eager", {"mixed_precision": True, "cuda_graphs": False}),
+           ("batched, float32, CUDA graph", {"mixed_precision": False}),
+           ("batched, bfloat16, CUDA graph (default)", {}),
+           ("batched, bfloat16, torch.compile + CUDA graph", {"compile": True})]
+    if convolutional:
+        out += [("batched, bfloat16, CUDA graph, convolutions as matmul", {"convolutions_as_matmul": True}),
+                ("batched, bfloat16, torch.compile + CUDA graph, convolutions as matmul",
+                 {"convolutions_as_matmul": True, "compile": True})]
+    return out
 
 
 def profile(model, g, tasks, settings, dev) -> None:
@@ -137,16 +143,17 @@ def speed(args) -> None:
         model, g, tasks, settings = workload(*spec, dev)
         print(f"{title} on {device_name(dev)}:", flush=True)
         reference = None
-        for label, options in variants(dev, args.compile_cpu):
+        convolutional = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        for label, options in variants(dev, args.compile_cpu, convolutional):
             if options is None and len(tasks) > args.sequential_up_to:
-                print(f"  {label:<46} skipped (more than --sequential-up-to {args.sequential_up_to} clients)")
+                print(f"  {label:<70} skipped (more than --sequential-up-to {args.sequential_up_to} clients)")
                 continue
             executor = (SequentialExecutor(model, **settings) if options is None
                         else BatchedExecutor(model, device=dev, **options, **settings))
             warm, per_round, first = timed_rounds(executor, g.to(dev), tasks, args.rounds, dev)
             reference = first if reference is None else reference
             drift = ((first - reference).norm() / (reference - g.cpu()).norm()).item()
-            print(f"  {label:<46} {per_round:8.3f} s per round ({1 / per_round:7.2f} rounds/s); first round "
+            print(f"  {label:<70} {per_round:8.3f} s per round ({1 / per_round:7.2f} rounds/s); first round "
                   f"{warm:6.2f} s; model after round 1 differs from the first variant's by {drift:.1e} (relative)",
                   flush=True)
             table.append((title.split(" x ")[0], label, per_round, warm))

@@ -8,7 +8,7 @@ from torch.nn.utils import parameters_to_vector
 
 from pytest_flopynet.fl.attacks import Tamper
 from pytest_flopynet.fl.cluster import FLCluster, train_rounds
-from pytest_flopynet.fl.executor import BatchedExecutor, LocalTask, SequentialExecutor
+from pytest_flopynet.fl.executor import BatchedExecutor, LocalTask, MatmulConv2d, SequentialExecutor, matmul_convolutions
 from pytest_flopynet.fl.models import build_model
 
 
@@ -136,6 +136,25 @@ def test_the_compiled_step_equals_the_sequential_one():
     assert_same_updates(SequentialExecutor(model, **settings).train(g, tasks), batched.train(g, tasks), g)
 
 
+@pytest.mark.parametrize("settings", [dict(kernel_size=3, padding=1), dict(kernel_size=3, stride=2, padding=1, bias=False),
+                                      dict(kernel_size=(3, 5), dilation=2, padding=(2, 1)), dict(kernel_size=1),
+                                      dict(kernel_size=3, padding=1, padding_mode="reflect")])
+def test_a_convolution_as_matmul_equals_the_convolution(settings):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, **settings)
+    x = torch.randn(2, 4, 9, 11)
+    matmul = matmul_convolutions(torch.nn.Sequential(conv))[0]
+    assert type(matmul) is MatmulConv2d
+    assert torch.allclose(matmul(x), conv(x), atol=1e-5)
+
+
+def test_the_batched_executor_with_convolutions_as_matmul_equals_the_sequential_one():
+    model, g, tasks, settings = executor_case("cnn", {"hidden_layers": [8, 16]}, (3, 16, 16), 0.5)
+    batched = BatchedExecutor(model, device="cpu", convolutions_as_matmul=True, **settings)
+    assert_same_updates(SequentialExecutor(model, **settings).train(g, tasks), batched.train(g, tasks), g)
+    assert not any(type(m) is MatmulConv2d for m in model.modules())  # the executor trains a copy
+
+
 def test_cuda_graphs_need_a_cuda_device():
     model = build_model("mlp", {}, (8, 8), 10)
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device, the executor runs on cpu"):
@@ -143,9 +162,10 @@ def test_cuda_graphs_need_a_cuda_device():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the CUDA graph replay runs on a GPU only")
-@pytest.mark.parametrize("compile", [False, True])
+@pytest.mark.parametrize("options", [{}, {"compile": True}, {"convolutions_as_matmul": True}],
+                         ids=["graph", "compiled-graph", "matmul-graph"])
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-def test_the_cuda_graph_replay_equals_the_sequential_one(compile):
+def test_the_cuda_graph_replay_equals_the_sequential_one(options):
     """On the GPU, in float32 (no bfloat16): replayed graphs give the sequential executor's updates.
     TF32 is off so both sides do float32 arithmetic; cuDNN sums grouped and plain convolutions in
     different orders, hence 1e-4 (a replay that went wrong is off by far more)."""
@@ -157,7 +177,7 @@ def test_the_cuda_graph_replay_equals_the_sequential_one(compile):
         sequential = SequentialExecutor(model.to(cuda), **settings).train(g.to(cuda), [
             LocalTask(t.client, t.x.to(cuda), t.y.to(cuda), t.seed, t.max_steps,
                       None if t.correction is None else t.correction.to(cuda)) for t in tasks])
-        batched = BatchedExecutor(model, device=cuda, mixed_precision=False, compile=compile, **settings)
+        batched = BatchedExecutor(model, device=cuda, mixed_precision=False, **options, **settings)
         updates = batched.train(g, tasks)
         steps = list(batched._steps.values())  # one per shape: with and without SCAFFOLD corrections
         assert batched.cuda_graphs and len(steps) == 2 and all(step.graph is not None for step in steps)

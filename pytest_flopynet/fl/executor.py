@@ -102,11 +102,16 @@ class BatchedExecutor:
     replayed (`cuda_graphs`), and `compile=True` has torch.compile (Inductor) fuse it first. Both need
     fixed shapes, so the step works on fixed buffers (`_GroupStep`), one set per group shape;
     `client_multiple` pads groups with idle clients so a changing number of clients reuses fewer
-    shapes (fewer compilations, at the price of the idle clients' arithmetic)."""
+    shapes (fewer compilations, at the price of the idle clients' arithmetic).
+
+    vmap turns per-client convolutions into one grouped convolution; `convolutions_as_matmul` computes
+    them as im2col and a batched matrix product instead (`MatmulConv2d`), for devices where grouped
+    convolutions are slow."""
 
     def __init__(self, model: nn.Module, *, local_epochs: int, batch_size: int, learning_rate: float, mu: float = 0.0,
                  device: str | torch.device | None = None, mixed_precision: bool | None = None,
-                 cuda_graphs: bool | None = None, compile: bool = False, client_multiple: int = 1):
+                 cuda_graphs: bool | None = None, compile: bool = False, client_multiple: int = 1,
+                 convolutions_as_matmul: bool = False):
         self.model = model
         self.local_epochs = local_epochs
         self.batch_size = batch_size
@@ -122,6 +127,7 @@ class BatchedExecutor:
             raise ValueError(f"CUDA graphs need a CUDA device, the executor runs on {self.device}")
         self.compile = compile
         self.client_multiple = client_multiple
+        self.convolutions_as_matmul = convolutions_as_matmul
         if cuda:
             torch.backends.cudnn.benchmark = True
         self._steps: dict[tuple, _GroupStep] = {}  # by shape; a few, each holding its buffers (and graph)
@@ -150,6 +156,8 @@ class BatchedExecutor:
         from torch.func import functional_call, grad_and_value, vmap
         model, lr, mu = self.model, self.learning_rate, self.mu
         buffers = {k: v.to(self.device) for k, v in model.named_buffers()}
+        if self.convolutions_as_matmul:
+            model = matmul_convolutions(model)
         device_type, bf16 = self.device.type, self.mixed_precision
 
         def client_loss(params, xb, yb, mb):  # masked mean cross-entropy of one client's batch
@@ -237,6 +245,40 @@ class BatchedExecutor:
         losses = (step.loss[:C] / active[:, :C].sum(0).clamp(min=1)).cpu()
         return [Update(t.client, flat[c].clone(), len(t.y), float(losses[c]), len(plans[c]))
                 for c, t in enumerate(tasks)]
+
+
+class MatmulConv2d(nn.Conv2d):
+    """nn.Conv2d's parameters and result, computed as im2col (F.unfold) and one matrix product. Under
+    vmap with per-client weights the product becomes a batched GEMM over clients, where nn.Conv2d
+    becomes a grouped convolution."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if isinstance(self.padding, str):  # "same" / "valid": left to the convolution
+            return super()._conv_forward(x, weight, bias)
+        if self.padding_mode != "zeros":
+            x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = (0, 0)
+        else:
+            padding = self.padding
+        n, _, h, w = x.shape
+        out_h, out_w = ((size + 2 * pad - dil * (k - 1) - 1) // stride + 1 for size, pad, dil, k, stride in
+                        zip((h, w), padding, self.dilation, self.kernel_size, self.stride))
+        columns = nn.functional.unfold(x, self.kernel_size, self.dilation, padding, self.stride)  # [n, cin*k*k, L]
+        out = columns.transpose(1, 2) @ weight.flatten(1).t()  # [n, L, cout]
+        if bias is not None:
+            out = out + bias
+        return out.transpose(1, 2).reshape(n, -1, out_h, out_w)
+
+
+def matmul_convolutions(model: nn.Module) -> nn.Module:
+    """A copy of model whose ungrouped 2-D convolutions are MatmulConv2d (same parameter names, so the
+    executor's parameters fit it)."""
+    import copy
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if type(module) is nn.Conv2d and module.groups == 1:
+            module.__class__ = MatmulConv2d
+    return model
 
 
 class _GroupStep:
