@@ -216,12 +216,13 @@ class BatchedExecutor:
         n_max = max(len(t.y) for t in tasks)
         sample_shape = tuple(tasks[0].x.shape[1:])
         # rows of the clients' stacked data each step reads (a masked slot reads row 0 and counts for nothing)
-        rows = torch.zeros(T, padded, B, dtype=torch.long)
-        mask = torch.zeros(T, padded, B)
+        rows = np.zeros((T, padded, B), dtype=np.int64)
+        mask = np.zeros((T, padded, B), dtype=np.float32)
         for c, plan in enumerate(plans):
             for s, batch in enumerate(plan):
-                rows[s, c, :len(batch)] = torch.from_numpy(batch) + c * n_max
+                rows[s, c, :len(batch)] = batch + c * n_max
                 mask[s, c, :len(batch)] = 1
+        rows, mask = torch.from_numpy(rows), torch.from_numpy(mask)
         active = (mask.sum(2) > 0).float()
         x = torch.zeros(C * n_max, *sample_shape, dtype=tasks[0].x.dtype, device=dev)
         y = torch.zeros(C * n_max, dtype=torch.long, device=dev)
