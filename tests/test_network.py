@@ -127,15 +127,34 @@ def test_stats_sample_latency_loss_and_utilisation():
     net, clock = network(clients=1, latency=10.0)
     net.apply(Condition(("client_1-s1",), extra_delay_ms=30, loss=0.1))
     samples = []
-    clock.scheduler.at(0.5, lambda: samples.append(net.stats()))
+    clock.scheduler.at(0.5, lambda: samples.extend([net.stats(), net.stats()]))
     net.transfer([Flow("fl_server", "client_1", 10 * C10, 0.0)])
-    (s,) = samples
+    s, instant = samples
     assert s.latency_ms == pytest.approx((40 + 10) / 2)
     assert s.packet_loss == pytest.approx(0.1 / 2)
-    # Mathis: RTT 2 * 50 ms, p = 0.1 -> 1448 / 0.1 * 1.22 / sqrt(0.1) B/s on both links of the path
+    # Mathis: RTT 2 * 50 ms, p = 0.1 -> 1448 / 0.1 * 1.22 / sqrt(0.1) B/s on both links of the path,
+    # from the end of the set-up (1.5 RTT = 0.15 s) on: averaged over the 0.5 s since the start,
+    # 0.35 s of it at that rate; a second sample at the same instant reads the rate itself
     rate = 1448 / 0.1 * 1.22 / math.sqrt(0.1)
-    assert s.links["client_1-s1"]["utilization"] == pytest.approx(rate / C10)
-    assert s.bandwidth_utilization == pytest.approx(rate / C10)
+    assert s.links["client_1-s1"]["utilization"] == pytest.approx(0.35 / 0.5 * rate / C10)
+    assert s.bandwidth_utilization == pytest.approx(0.35 / 0.5 * rate / C10)
+    assert instant.links["fl_server-s1"]["utilization"] == pytest.approx(rate / C10)
+
+
+def test_utilisation_is_the_share_carried_over_the_interval_including_idle_time_and_capacity_changes():
+    """10 Mbit/s link: 1 s of a transfer at full rate, then idle; bandwidth halved for the idle part.
+    From 0 to 4 s the link could carry C10 * 2 + C10 / 2 * 2 bytes and carried C10 (1 s at full
+    rate, after a set-up of 1.5 RTT = 30 ms and with a 10 ms tail)."""
+    net, clock = network(clients=1, latency=5.0)
+    (done,) = net.transfer([Flow("fl_server", "client_1", C10, 0.0)])
+    assert done == pytest.approx(0.030 + 1.0 + 0.010)
+    clock.advance_to(2.0)
+    net.apply(Condition(("client_1-s1", "fl_server-s1"), bandwidth_mbps=5))
+    clock.advance_to(4.0)
+    s = net.stats()
+    assert s.links["client_1-s1"]["utilization"] == pytest.approx(C10 / (2 * C10 + C10 / 2 * 2))
+    clock.advance_to(5.0)
+    assert net.stats().bandwidth_utilization == 0.0
 
 
 conditions = st.builds(

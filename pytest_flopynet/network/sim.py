@@ -6,6 +6,8 @@ condition changes a link, so an event that fires mid-transfer takes effect mid-t
 transfer also pays a connection set-up of 1.5 RTT before its first byte and the one-way propagation
 delay after its last. Background flows (floods) compete like any TCP flow; with the controller's
 traffic_prioritization on, FL flows are served first and background flows share what is left.
+A link's utilisation in `stats()` is the bytes it carried since the previous sample over what it
+could have carried (as the netns backend reads it from port counters), not the load of one instant.
 """
 from __future__ import annotations
 
@@ -51,6 +53,10 @@ class SimNetwork:
         self._bg_rates: dict[tuple[int, int], float] = {}
         self._rates_version = -1
         self.links: dict[str, LinkState] = {}
+        self._carried: dict[Hop, float] = {}  # bytes per link direction since the last sample
+        self._could_carry: dict[str, float] = {}  # bytes per link direction at its capacity, same window
+        self._integrated_to = 0.0  # scenario time up to which both are counted
+        self._sampled_at = 0.0
 
     # -- Backend protocol -------------------------------------------------------------
     def unsupported(self, events) -> str | None:
@@ -68,6 +74,7 @@ class SimNetwork:
         if not (condition.links or condition.background):  # hosts_down: the FL cluster's availability says it
             self._stopped.add(handle)
             return handle
+        self._integrate(self.clock.now())  # at the rates before the change
         self._conditions[handle] = condition
         if condition.down and condition.detect_after > 0:
             self._undetected[handle] = self.clock.scheduler.at(
@@ -79,6 +86,7 @@ class SimNetwork:
         if handle in self._stopped:
             self._stopped.discard(handle)
             return
+        self._integrate(self.clock.now())
         del self._conditions[handle]
         entry = self._undetected.pop(handle, None)
         if entry is not None:
@@ -93,21 +101,28 @@ class SimNetwork:
         return self.controller.route(src, dst) is not None
 
     def stats(self) -> NetworkStats:
+        """Latency and loss now; utilisation averaged since the previous call (an empty window gives
+        the load of this instant)."""
+        now = self.clock.now()
         if self._rates_version != self._version:
+            self._integrate(now)
             self._allocate(self._active)
-        load: dict[Hop, float] = {}
-        flows = [(t.path, t.rate) for t in self._active if t.phase == "active" and t.path]
-        flows += [(self._bg_path(key), rate) for key, rate in self._bg_rates.items()]
-        for path, rate in flows:
-            for hop in path or ():
-                load[hop] = load.get(hop, 0.0) + rate
+        self._integrate(now)
+        window = now - self._sampled_at
+        load = self._load() if window <= 0 else None
         per_link = {}
         for name, link in self.topology.links.items():
             state = self.links[name]
-            cap = self._capacity(state)
-            util = max(load.get((name, link.a), 0.0), load.get((name, link.b), 0.0)) / cap if state.up else 0.0
+            if load is not None:
+                cap = self._capacity(state)
+                util = max(load.get((name, link.a), 0.0), load.get((name, link.b), 0.0)) / cap if state.up else 0.0
+            else:
+                could = self._could_carry.get(name, 0.0)
+                carried = max(self._carried.get((name, link.a), 0.0), self._carried.get((name, link.b), 0.0))
+                util = min(carried / could, 1.0) if could > 0 else 0.0
             per_link[name] = {"latency_ms": state.delay_ms, "bandwidth_mbps": state.bw_mbps, "loss": state.loss,
                               "up": state.up, "utilization": util}
+        self._carried, self._could_carry, self._sampled_at = {}, {}, now
         self.controller.link_utilization = {name: d["utilization"] for name, d in per_link.items()}
         up = [d for d in per_link.values() if d["up"]] or list(per_link.values())
         return NetworkStats(
@@ -117,6 +132,29 @@ class SimNetwork:
             links=per_link,
         )
 
+    def _load(self) -> dict[Hop, float]:
+        """Bytes/s each link direction carries at this instant (FL and background flows)."""
+        load: dict[Hop, float] = {}
+        flows = [(t.path, t.rate) for t in self._active if t.phase == "active" and t.path]
+        flows += [(self._bg_path(key), rate) for key, rate in self._bg_rates.items()]
+        for path, rate in flows:
+            for hop in path or ():
+                load[hop] = load.get(hop, 0.0) + rate
+        return load
+
+    def _integrate(self, now: float) -> None:
+        """Count what every link carried, and could have carried, from the last count until now, at
+        the rates in force over that time (called before anything changes them)."""
+        dt = now - self._integrated_to
+        if dt <= 0:
+            return
+        for hop, rate in self._load().items():
+            self._carried[hop] = self._carried.get(hop, 0.0) + rate * dt
+        for name, state in self.links.items():
+            if state.up:
+                self._could_carry[name] = self._could_carry.get(name, 0.0) + self._capacity(state) * dt
+        self._integrated_to = now
+
     def teardown(self) -> None:
         self._active.clear()
         self._conditions.clear()
@@ -125,11 +163,13 @@ class SimNetwork:
     # -- flows ----------------------------------------------------------------------------
     def transfer(self, flows: list[Flow], deadline: float = math.inf) -> list[float | None]:
         transfers = [_Transfer(f, remaining=float(f.nbytes)) for f in flows]
+        self._integrate(self.clock.now())
         self._active = transfers
         rates_version = None
         try:
             while True:
                 now = self.clock.now()
+                self._integrate(now)
                 changed = self._advance_phases(transfers, now)
                 if all(t.phase == "done" for t in transfers):
                     break
@@ -147,7 +187,9 @@ class SimNetwork:
                 if nxt >= deadline and not self._advance_phases(transfers, nxt):
                     break
         finally:
+            self._integrate(self.clock.now())
             self._active = []
+            self._allocate(self._active)  # background flows take what the FL flows leave
         return [t.done_at for t in transfers[:len(flows)]]
 
     def _advance_phases(self, transfers: list[_Transfer], now: float) -> bool:
@@ -229,11 +271,15 @@ class SimNetwork:
 
     # -- link state -------------------------------------------------------------------------
     def _recompute_links(self) -> None:
+        if self.links:
+            self._integrate(self.clock.now())
         self.links = link_states(self.topology, self._conditions.values())
         self._version += 1
         seen = {h: c for h, c in self._conditions.items() if h not in self._undetected}
         seen_links = self.links if len(seen) == len(self._conditions) else link_states(self.topology, seen.values())
         self.controller.network_changed(seen_links)
+        if not self._active:  # within a transfer, its loop reallocates after rerouting
+            self._allocate(self._active)
 
     @staticmethod
     def _capacity(state: LinkState) -> float:
