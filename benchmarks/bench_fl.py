@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import platform
 import time
 from pathlib import Path
@@ -150,7 +151,12 @@ def speed(args) -> None:
                 continue
             executor = (SequentialExecutor(model, **settings) if options is None
                         else BatchedExecutor(model, device=dev, **options, **settings))
-            warm, per_round, first = timed_rounds(executor, g.to(dev), tasks, args.rounds, dev)
+            try:
+                warm, per_round, first = timed_rounds(executor, g.to(dev), tasks, args.rounds, dev)
+            except Exception as exc:  # one variant failing (a compiler, a capture) must not hide the others
+                print(f"  {label:<70} FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", flush=True)
+                table.append((title.split(" x ")[0], label, math.nan, math.nan))
+                continue
             reference = first if reference is None else reference
             drift = ((first - reference).norm() / (reference - g.cpu()).norm()).item()
             print(f"  {label:<70} {per_round:8.3f} s per round ({1 / per_round:7.2f} rounds/s); first round "
@@ -161,7 +167,10 @@ def speed(args) -> None:
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
         if args.profile and dev.type == "cuda":
-            profile(model, g.to(dev), tasks, settings, dev)
+            try:
+                profile(model, g.to(dev), tasks, settings, dev)
+            except Exception as exc:
+                print(f"  profile FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
     print("\n| workload | executor | s per round | first round (capture, compile) |\n|---|---|---|---|")
     for workload_name, label, per_round, warm in table:
         print(f"| {workload_name} | {label} | {per_round:.3f} | {warm:.2f} |")
