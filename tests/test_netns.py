@@ -72,6 +72,16 @@ def test_a_mesh_with_trunk_loops_is_reachable_through_rstp():
         assert reachable(lab, "client_3", "client_2") is not None
 
 
+def test_two_labs_at_once_both_pass_traffic():
+    """Each lab's switches run in a namespace of their own: OVS's userspace datapath makes one tap
+    device ("ovs-netdev") per namespace, and a second lab beside the first once passed nothing."""
+    topo = build_topology(config())
+    with NetnsLab(topo, "gw0", label="a") as a, NetnsLab(topo, "gw1", label="b") as b:
+        assert reachable(a, "client_1", "fl_server") is not None
+        assert reachable(b, "client_1", "fl_server") is not None
+        assert a.switch_ns != b.switch_ns
+
+
 def test_cleanup_removes_what_a_killed_run_left(tmp_path):
     script = tmp_path / "crash.py"
     script.write_text(
@@ -112,7 +122,7 @@ def test_under_ryu_the_bridges_pass_only_what_the_controller_allows(tmp_path):
     with NetnsLab(build_topology(cfg), controller="tcp:127.0.0.1:1") as lab:  # secure mode, nobody there
         assert reachable(lab, "client_1", "fl_server", within=3) is None
     lab = NetnsLab(build_topology(cfg))
-    with RyuController(lab.write_plan(tmp_path / "plan.json")) as ryu:
+    with RyuController(lab.write_plan(tmp_path / "plan.json"), netns=lab.switch_namespace()) as ryu:
         lab.controller = ryu.target
         with lab:
             assert reachable(lab, "client_1", "fl_server") is not None

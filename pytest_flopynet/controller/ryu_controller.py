@@ -46,28 +46,43 @@ def setup() -> Path:
 
 class RyuController:
     """`start()` runs Ryu with the flopynet app on 127.0.0.1:port for the lab described by the
-    topology file (NetnsLab.write_plan); `stop()` ends it. `log` keeps what the app printed."""
+    topology file (NetnsLab.write_plan); `stop()` ends it. `log` keeps what the app printed.
+    `netns` runs it inside that network namespace, the lab's switch namespace, whose 127.0.0.1 the
+    bridges reach."""
 
-    def __init__(self, topology: Path, port: int | None = None):
+    def __init__(self, topology: Path, port: int | None = None, netns: str | None = None):
         self.host, self.port = "127.0.0.1", port or free_port()
         self.topology = Path(topology)
+        self.netns = netns
         self.process: subprocess.Popen | None = None
         self.log = Path(topology).with_suffix(".ryu.log")
 
+    def _inside(self, argv: list[str]) -> list[str]:
+        from ..network.lab import tool
+        return [tool("ip"), "netns", "exec", self.netns, *argv] if self.netns else argv
+
+    def _listening(self) -> bool:
+        if self.netns is None:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+        probe = f"import socket; socket.create_connection(({self.host!r}, {self.port}), timeout=0.5)"
+        return subprocess.run(self._inside([sys.executable, "-c", probe]), capture_output=True).returncode == 0
+
     def start(self, timeout: float = 30.0) -> RyuController:
         with open(self.log, "w") as log:
-            self.process = subprocess.Popen([str(ryu_python()), str(APP), "--host", self.host, "--port", str(self.port),
-                                             "--topology", str(self.topology)],
+            self.process = subprocess.Popen(self._inside([str(ryu_python()), str(APP), "--host", self.host,
+                                                          "--port", str(self.port), "--topology", str(self.topology)]),
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Ryu exited ({self.process.returncode}): {self.log.read_text()[-1000:]}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.2)
+            if self._listening():
+                return self
+            time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"Ryu did not listen on {self.host}:{self.port} within {timeout:g} s")
 

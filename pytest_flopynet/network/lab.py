@@ -3,7 +3,10 @@ switch on OVS's userspace datapath (no kernel module needed), veth pairs for hos
 switch-to-switch trunks, one IPv4 subnet for all hosts.
 
 The lab runs its own ovsdb-server and ovs-vswitchd (private run directory, database and sockets),
-so it never touches a system Open vSwitch. Every name carries the lab's prefix (per xdist worker and
+so it never touches a system Open vSwitch. The switches live in a namespace of their own (the
+switch namespace: ovs-vswitchd, the switch ends of every veth, and the controller): the userspace
+datapath makes one tap device, "ovs-netdev", per namespace, so two labs' switches in one namespace
+would fight over it and the second lab would pass no traffic. Every name carries the lab's prefix (per xdist worker and
 process), and every lab records what it made in a state file, so `flopynet cleanup` can remove what
 a crashed run left behind, as `mn -c` does for Mininet. Until the Ryu controller takes over, the
 bridges are learning switches and RSTP keeps trunk loops (mesh) from flooding.
@@ -84,11 +87,13 @@ class NetnsLab:
         self.macs = {h: f"02:77:00:00:{(i + 1) >> 8:02x}:{(i + 1) & 255:02x}" for i, h in enumerate(hosts)}
         tag = "".join(ch for ch in worker if ch.isalnum())[:12] or "main"
         self.namespaces = {h: f"{self.prefix}-{tag}-{h}" for h in hosts}
+        self.switch_ns = f"{self.prefix}-sw-{tag}"  # ovs-vswitchd, the switch ends of the links, the controller
+        self._switch_ns_made = False
         self.bridges = {s: f"{self.prefix}{s}" for s in topology.switches}
         self.dpids = {s: i + 1 for i, s in enumerate(sorted(topology.switches))}
-        self.trunks: list[str] = []  # the root-namespace ends of every veth pair
+        self.trunks: list[str] = []  # the switch-namespace ends of every veth pair
         self.controller = controller
-        self.ends: dict[str, list[tuple[str | None, str]]] = {}  # link -> (namespace or None, device) sending ends
+        self.ends: dict[str, list[tuple[str, str]]] = {}  # link -> (namespace, device) of its sending ends
         self.ports: dict[str, dict[str, tuple[str, int, str]]] = {}  # link -> {node: (switch, OpenFlow port, device)}
         self._htb: set[str] = set()  # devices with their HTB root in place
         self._plan_ports()
@@ -103,14 +108,14 @@ class NetnsLab:
                 outer = f"{self.prefix}o{i}"
                 self.ports[link.name] = {host: (switch, next_port[switch], outer)}
                 next_port[switch] += 1
-                self.ends[link.name] = [(None, outer), (self.ns(host), f"eth{i}")]
+                self.ends[link.name] = [(self.switch_ns, outer), (self.ns(host), f"eth{i}")]
             else:
                 pa, pb = f"{self.prefix}t{i}a", f"{self.prefix}t{i}b"
                 self.ports[link.name] = {}
                 for node, dev in ((link.a, pa), (link.b, pb)):
                     self.ports[link.name][node] = (node, next_port[node], dev)
                     next_port[node] += 1
-                self.ends[link.name] = [(None, pa), (None, pb)]
+                self.ends[link.name] = [(self.switch_ns, pa), (self.switch_ns, pb)]
 
     def write_plan(self, path: Path, **extra) -> Path:
         """The topology as the Ryu app reads it: switches, hosts and trunks with their ports."""
@@ -142,9 +147,19 @@ class NetnsLab:
                   check=check).stdout
 
     # -- building -----------------------------------------------------------------------------
+    def switch_namespace(self) -> str:
+        """The switch namespace, made on first use: a controller that the bridges reach on
+        127.0.0.1 runs in it (`RyuController(..., netns=lab.switch_namespace())`)."""
+        if not self._switch_ns_made:
+            self._switch_ns_made = True
+            self._record()
+            sh("ip", "netns", "add", self.switch_ns)
+            sh("ip", "-n", self.switch_ns, "link", "set", "lo", "up")
+        return self.switch_ns
+
     def start(self) -> NetnsLab:
         try:
-            self._record()
+            self.switch_namespace()
             self._start_ovs()
             for host, ns in self.namespaces.items():
                 sh("ip", "netns", "add", ns)
@@ -180,7 +195,8 @@ class NetnsLab:
         self._wait_for(sock)
         self.vsctl("--no-wait", "init")
         self.daemons.append(subprocess.Popen(
-            [tool("ovs-vswitchd"), f"unix:{sock}", f"--unixctl={self.run_dir / 'vswitchd.ctl'}",
+            [tool("ip"), "netns", "exec", self.switch_ns, tool("ovs-vswitchd"), f"unix:{sock}",
+             f"--unixctl={self.run_dir / 'vswitchd.ctl'}",
              f"--pidfile={self.run_dir / 'vswitchd.pid'}", f"--log-file={self.run_dir / 'vswitchd.log'}"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         self._wait_for(self.run_dir / "vswitchd.ctl")
@@ -201,23 +217,21 @@ class NetnsLab:
         ports = self.ports[link.name]
         if link.a in self.namespaces or link.b in self.namespaces:
             (host, (switch, port, outer)), = ports.items()
-            ns, inner = self.ns(host), self.ends[link.name][1][1]
-            sh("ip", "link", "add", outer, "type", "veth", "peer", "name", f"{outer}p")
+            ns, inner, sw = self.ns(host), self.ends[link.name][1][1], self.switch_ns
+            sh("ip", "-n", sw, "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
             self.trunks.append(outer)  # deleted at teardown with its peer (namespace removal is lazy)
-            sh("ip", "link", "set", f"{outer}p", "netns", ns)
-            sh("ip", "-n", ns, "link", "set", f"{outer}p", "name", inner)
             sh("ip", "-n", ns, "link", "set", inner, "address", self.macs[host])
             sh("ip", "-n", ns, "addr", "add", f"{self.ip(host)}/{SUBNET.prefixlen}", "dev", inner)
             sh("ip", "-n", ns, "link", "set", inner, "up")
             sh("ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off")  # TCP across netdev needs it
-            sh("ip", "link", "set", outer, "up")
+            sh("ip", "-n", sw, "link", "set", outer, "up")
             self._add_port(switch, outer, port)
         else:  # a trunk between two switches: a veth pair (OVS's patch ports crash its RSTP on netdev)
             (_, pa), (_, pb) = self.ends[link.name]
-            sh("ip", "link", "add", pa, "type", "veth", "peer", "name", pb)
+            sh("ip", "-n", self.switch_ns, "link", "add", pa, "type", "veth", "peer", "name", pb)
             self.trunks.append(pa)
             for node, (switch, port, device) in ports.items():
-                sh("ip", "link", "set", device, "up")
+                sh("ip", "-n", self.switch_ns, "link", "set", device, "up")
                 self._add_port(switch, device, port)
 
     # -- link conditions ------------------------------------------------------------------------
@@ -225,7 +239,7 @@ class NetnsLab:
         """Each sending end of the link carries at most `mbps` (an HTB class, replaced in place)."""
         rate = f"{max(mbps, 0.001) * 1000:.0f}kbit"
         for ns, dev in self.ends[link]:
-            tc = ("tc", "-n", ns) if ns else ("tc",)
+            tc = ("tc", "-n", ns)
             if dev not in self._htb:
                 sh(*tc, "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1")
                 self._htb.add(dev)
@@ -235,7 +249,7 @@ class NetnsLab:
     def delay(self, link: str, delay_ms: float, jitter_ms: float = 0.0) -> None:
         """Latency (and jitter) on every sending end: netem under the HTB class; needs the kernel's netem."""
         for ns, dev in self.ends[link]:
-            tc = ("tc", "-n", ns) if ns else ("tc",)
+            tc = ("tc", "-n", ns)
             if delay_ms > 0 or jitter_ms > 0:
                 sh(*tc, "qdisc", "replace", "dev", dev, "parent", "1:1", "handle", "10:", "netem", "delay",
                    f"{delay_ms:.3f}ms", f"{jitter_ms:.3f}ms", "limit", "100000")
@@ -243,8 +257,9 @@ class NetnsLab:
                 sh(*tc, "qdisc", "del", "dev", dev, "parent", "1:1", "handle", "10:", check=False)
 
     def set_up(self, link: str, up: bool) -> None:
-        """Carrier on or off for the whole link (its root-namespace end; the peer follows)."""
-        sh("ip", "link", "set", self.ends[link][0][1], "up" if up else "down")
+        """Carrier on or off for the whole link (its switch-side end; the peer follows)."""
+        ns, dev = self.ends[link][0]
+        sh("ip", "-n", ns, "link", "set", dev, "up" if up else "down")
 
     def set_loss(self, losses: dict[str, float]) -> None:
         """Lossy links drop in the path: nftables on the switch ports' egress hook, one table for the
@@ -257,7 +272,7 @@ class NetnsLab:
                 continue
             drop = f"numgen random mod 10000 < {round(loss * 10000)} counter drop"
             ports = self.ports[link]
-            if len(self.ends[link]) == 2 and self.ends[link][1][0] is not None:  # host link
+            if self.ends[link][1][0] != self.switch_ns:  # host link
                 (host, (switch, _, outer)), = ports.items()
                 rules.setdefault(outer, []).append(drop)
                 for other in self._switch_devices(switch) - {outer}:
@@ -273,7 +288,8 @@ class NetnsLab:
                 text += [f"  chain c{i} {{", f"    type filter hook egress device {dev} priority 0", *[f"    {r}" for r in lines],
                          "  }"]
             text.append("}")
-        proc = subprocess.run([tool("nft"), "-f", "-"], input="\n".join(text) + "\n", capture_output=True, text=True)
+        proc = subprocess.run([tool("ip"), "netns", "exec", self.switch_ns, tool("nft"), "-f", "-"],
+                              input="\n".join(text) + "\n", capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"nft: {proc.stderr.strip()}")
 
@@ -303,9 +319,10 @@ class NetnsLab:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        sh("nft", "delete", "table", "netdev", f"flopynet_{self.prefix}", check=False)
-        for port in [*self.trunks, *self.bridges.values()]:  # veth pairs, and taps a killed daemon left
-            sh("ip", "link", "del", port, check=False)
+        if self._switch_ns_made:  # its veth pairs, nftables table and taps go with it
+            for port in self.trunks:
+                sh("ip", "-n", self.switch_ns, "link", "del", port, check=False)
+            sh("ip", "netns", "del", self.switch_ns, check=False)
         for ns in self.namespaces.values():
             sh("ip", "netns", "del", ns, check=False)
         shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -321,7 +338,7 @@ class NetnsLab:
         """What this lab made, for `flopynet cleanup` after a crash."""
         STATE_DIR.mkdir(exist_ok=True)
         (STATE_DIR / f"{self.prefix}.json").write_text(json.dumps({
-            "owner": os.getpid(), "namespaces": list(self.namespaces.values()), "links": [*self.trunks, *self.bridges.values()],
+            "owner": os.getpid(), "namespaces": [*self.namespaces.values(), self.switch_ns],
             "run_dir": str(self.run_dir),
             "pids": [p.pid for p in [*self.processes, *self.daemons]]}))
 
@@ -394,9 +411,9 @@ def leftovers() -> list[str]:
 
 
 def cleanup() -> list[str]:
-    """Remove what labs of dead runs left: their processes, namespaces, links and OVS run
-    directories. Labs whose owning process still runs (another xdist worker, another session) are
-    left alone. Returns what it removed."""
+    """Remove what labs of dead runs left: their processes, namespaces (with the links and nftables
+    table in them) and OVS run directories. Labs whose owning process still runs (another xdist
+    worker, another session) are left alone. Returns what it removed."""
     removed = []
     for state_file in sorted(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else []:
         try:
@@ -407,14 +424,9 @@ def cleanup() -> list[str]:
             continue
         for pid in state.get("pids", []):
             kill_group(pid)
-        for ns in state.get("namespaces", []):
+        for ns in state.get("namespaces", []):  # the switch namespace takes its veths and nftables table along
             if sh("ip", "netns", "del", ns, check=False).returncode == 0:
                 removed.append(f"namespace {ns}")
-        for link in state.get("links", []):
-            if sh("ip", "link", "del", link, check=False).returncode == 0:
-                removed.append(f"link {link}")
-        if sh("nft", "delete", "table", "netdev", f"flopynet_{state_file.stem}", check=False).returncode == 0:
-            removed.append(f"nftables table flopynet_{state_file.stem}")
         if Path(state.get("run_dir", "")).is_dir():
             shutil.rmtree(state["run_dir"], ignore_errors=True)
             removed.append(f"Open vSwitch run directory {state['run_dir']}")

@@ -82,7 +82,7 @@ class NetnsNetwork:
                                   prioritize=bool(self.controller.traffic_prioritization),
                                   background_kbps={s: bw * self.scale * 1000 * BACKGROUND_SHARE for s, bw in slowest.items()},
                                   stats_file=str(lab.run_dir / "stats.json"), stats_interval=0.5)
-            self.ryu = RyuController(plan)
+            self.ryu = RyuController(plan, netns=lab.switch_namespace())
             self.ryu.start()
             lab.adopt(self.ryu.process)
             lab.controller = self.ryu.target
