@@ -223,7 +223,8 @@ def _start_run(tmp_path):
     """A 50-round scenario on netns in its own process, and the lab record it made, once round 1 is done."""
     script = tmp_path / "run.py"
     script.write_text(
-        "import sys\n"
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # a job started in the background ignores it\n"
         "sys.path.insert(0, %r)\n"
         "from test_netns_backend import fl_scenario\n"
         "from pytest_flopynet.engine.runner import Scenario\n"
