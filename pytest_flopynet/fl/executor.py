@@ -199,7 +199,7 @@ class BatchedExecutor:
 
     def _group_step(self, clients: int, sample_shape: tuple, x_dtype: torch.dtype, corrected: bool) -> _GroupStep:
         proximal = bool(self.mu)
-        key = (clients, self.batch_size, sample_shape, x_dtype, proximal, corrected)
+        key = (clients, sample_shape, x_dtype, proximal, corrected)
         if key not in self._steps:
             if len(self._steps) >= 8:  # each keeps its buffers (and graph memory): keep the latest few
                 self._steps.pop(next(iter(self._steps)))

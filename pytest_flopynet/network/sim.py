@@ -94,6 +94,7 @@ class SimNetwork:
         self._recompute_links()
 
     def _detected(self, handle: int) -> None:
+        self._integrate(self.clock.now())
         self._undetected.pop(handle, None)
         self._recompute_links()
 
@@ -104,10 +105,9 @@ class SimNetwork:
         """Latency and loss now; utilisation averaged since the previous call (an empty window gives
         the load of this instant)."""
         now = self.clock.now()
-        if self._rates_version != self._version:
-            self._integrate(now)
-            self._allocate(self._active)
         self._integrate(now)
+        if self._rates_version != self._version:
+            self._allocate(self._active)
         window = now - self._sampled_at
         load = self._load() if window <= 0 else None
         per_link = {}
@@ -271,8 +271,7 @@ class SimNetwork:
 
     # -- link state -------------------------------------------------------------------------
     def _recompute_links(self) -> None:
-        if self.links:
-            self._integrate(self.clock.now())
+        """After a change of conditions; callers count the traffic up to now (`_integrate`) first."""
         self.links = link_states(self.topology, self._conditions.values())
         self._version += 1
         seen = {h: c for h, c in self._conditions.items() if h not in self._undetected}
