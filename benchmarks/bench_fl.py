@@ -98,16 +98,19 @@ def variants(dev: torch.device, compile_cpu: bool, convolutional: bool):
         out = [("sequential", None), ("batched", {})]
         out += [("batched, convolutions as matmul", {"convolutions_as_matmul": True})] if convolutional else []
         return out + [("batched, torch.compile", {"compile": True})] if compile_cpu else out
+    # most telling first: the GPU check has minutes, and the compiled variants (run after every other
+    # variant of every workload, see speed) spend most of theirs compiling
     out = [("sequential", None),
-           ("batched, float32, eager", {"mixed_precision": False, "cuda_graphs": False}),
+           ("batched, bfloat16, CUDA graph (default)", {}),
            ("batched, bfloat16, eager", {"mixed_precision": True, "cuda_graphs": False}),
            ("batched, float32, CUDA graph", {"mixed_precision": False}),
-           ("batched, bfloat16, CUDA graph (default)", {}),
-           ("batched, bfloat16, torch.compile + CUDA graph", {"compile": True})]
+           ("batched, float32, eager", {"mixed_precision": False, "cuda_graphs": False})]
     if convolutional:
-        out += [("batched, bfloat16, CUDA graph, convolutions as matmul", {"convolutions_as_matmul": True}),
-                ("batched, bfloat16, torch.compile + CUDA graph, convolutions as matmul",
-                 {"convolutions_as_matmul": True, "compile": True})]
+        out.insert(2, ("batched, bfloat16, CUDA graph, convolutions as matmul", {"convolutions_as_matmul": True}))
+    out.append(("batched, bfloat16, torch.compile + CUDA graph", {"compile": True}))
+    if convolutional:
+        out.append(("batched, bfloat16, torch.compile + CUDA graph, convolutions as matmul",
+                    {"convolutions_as_matmul": True, "compile": True}))
     return out
 
 
@@ -139,38 +142,52 @@ def speed(args) -> None:
                           ("cnn", {"hidden_layers": [64, 128, 256], "input_channels": 3}, "synthetic_images",
                            clients, 1000, 5, 32)))
     print(f"torch {torch.__version__}")
-    table = []
-    for title, dev, spec in cases:
-        model, g, tasks, settings = workload(*spec, dev)
-        print(f"{title} on {device_name(dev)}:", flush=True)
-        reference = None
-        convolutional = any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-        for label, options in variants(dev, args.compile_cpu, convolutional):
-            if options is None and len(tasks) > args.sequential_up_to:
-                print(f"  {label:<70} skipped (more than --sequential-up-to {args.sequential_up_to} clients)")
-                continue
-            executor = (SequentialExecutor(model, **settings) if options is None
-                        else BatchedExecutor(model, device=dev, **options, **settings))
-            try:
-                warm, per_round, first = timed_rounds(executor, g.to(dev), tasks, args.rounds, dev)
-            except Exception as exc:  # one variant failing (a compiler, a capture) must not hide the others
-                print(f"  {label:<70} FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", flush=True)
-                table.append((title.split(" x ")[0], label, math.nan, math.nan))
-                continue
-            reference = first if reference is None else reference
-            drift = ((first - reference).norm() / (reference - g.cpu()).norm()).item()
-            print(f"  {label:<70} {per_round:8.3f} s per round ({1 / per_round:7.2f} rounds/s); first round "
-                  f"{warm:6.2f} s; model after round 1 differs from the first variant's by {drift:.1e} (relative)",
-                  flush=True)
-            table.append((title.split(" x ")[0], label, per_round, warm))
-            del executor
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
-        if args.profile and dev.type == "cuda":
-            try:
-                profile(model, g.to(dev), tasks, settings, dev)
-            except Exception as exc:
-                print(f"  profile FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+    built = [workload(*spec, dev) for _, dev, spec in cases]
+    jobs = []  # (case, label, options): every uncompiled variant of every workload before any compiled one
+    for compiled in (False, True):
+        if compiled and args.profile:
+            jobs.append((None, "profile", None))
+        for i, (_, dev, _) in enumerate(cases):
+            convolutional = any(isinstance(m, torch.nn.Conv2d) for m in built[i][0].modules())
+            jobs += [(i, label, options) for label, options in variants(dev, args.compile_cpu, convolutional)
+                     if bool(options and options.get("compile")) == compiled]
+    table, reference = [], {}
+    for i, label, options in jobs:
+        if i is None:
+            for (title, dev, _), (model, g, tasks, settings) in zip(cases, built):
+                if dev.type == "cuda":
+                    print(f"CUDA kernels of 10 eager bfloat16 steps, {title}:", flush=True)
+                    try:
+                        profile(model, g.to(dev), tasks, settings, dev)
+                    except Exception as exc:
+                        print(f"  profile FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+            continue
+        title, dev, _ = cases[i]
+        model, g, tasks, settings = built[i]
+        if i not in reference:
+            print(f"{title} on {device_name(dev)}:", flush=True)
+            reference[i] = None
+        if options is None and len(tasks) > args.sequential_up_to:
+            print(f"  {label:<70} skipped (more than --sequential-up-to {args.sequential_up_to} clients)")
+            continue
+        executor = (SequentialExecutor(model, **settings) if options is None
+                    else BatchedExecutor(model, device=dev, **options, **settings))
+        name = f"{title.split(' x ')[0]}: {label}"
+        try:
+            warm, per_round, first = timed_rounds(executor, g.to(dev), tasks, args.rounds, dev)
+        except Exception as exc:  # one variant failing (a compiler, a capture) must not hide the others
+            print(f"  {name:<80} FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", flush=True)
+            table.append((title.split(" x ")[0], label, math.nan, math.nan))
+            continue
+        reference[i] = first if reference[i] is None else reference[i]
+        drift = ((first - reference[i]).norm() / (reference[i] - g.cpu()).norm()).item()
+        print(f"  {name:<80} {per_round:8.3f} s per round ({1 / per_round:7.2f} rounds/s); first round "
+              f"{warm:6.2f} s; model after round 1 differs from the first variant's by {drift:.1e} (relative)",
+              flush=True)
+        table.append((title.split(" x ")[0], label, per_round, warm))
+        del executor
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
     print("\n| workload | executor | s per round | first round (capture, compile) |\n|---|---|---|---|")
     for workload_name, label, per_round, warm in table:
         print(f"| {workload_name} | {label} | {per_round:.3f} | {warm:.2f} |")
