@@ -1,7 +1,7 @@
 """Speed of client training and accuracy of the FL rules (prints figures; asserts nothing).
 
     python benchmarks/bench_fl.py speed [--quick] [--device cpu|cuda] [--rounds N] [--sequential-up-to N]
-                                        [--compile-cpu]
+                                        [--compile-cpu] [--variants REGEX] [--profile]
     python benchmarks/bench_fl.py accuracy [--rounds N]
 
 speed: rounds per second of the sequential and the batched executor, for 50 MLP clients on the CPU
@@ -21,6 +21,7 @@ import argparse
 import functools
 import math
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -150,7 +151,8 @@ def speed(args) -> None:
         for i, (_, dev, _) in enumerate(cases):
             convolutional = any(isinstance(m, torch.nn.Conv2d) for m in built[i][0].modules())
             jobs += [(i, label, options) for label, options in variants(dev, args.compile_cpu, convolutional)
-                     if bool(options and options.get("compile")) == compiled]
+                     if bool(options and options.get("compile")) == compiled
+                     and re.search(args.variants, label)]
     table, reference = [], {}
     for i, label, options in jobs:
         if i is None:
@@ -283,6 +285,8 @@ def main() -> None:
     s.add_argument("--rounds", type=int, default=3, help="timed rounds after the first")
     s.add_argument("--sequential-up-to", type=int, default=1000, help="skip the sequential executor above this "
                    "many clients (100 clients of the GPU workload take about 45 s per round that way)")
+    s.add_argument("--variants", default="", metavar="REGEX", help="only the executor variants whose label "
+                   "matches (e.g. 'bfloat16, (CUDA graph|torch.compile)')")
     s.add_argument("--profile", action="store_true", help="on a GPU, also print the CUDA kernels that take a "
                    "batched step's time")
     s.add_argument("--compile-cpu", action="store_true", help="also time torch.compile on the CPU "

@@ -6,6 +6,9 @@
 #
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=420)
 #
+# Arguments replace the benchmark's default ones, e.g. a shorter check of the fastest variants:
+#   bash benchmarks/gpu_check.sh --rounds 2 --sequential-up-to 0 --variants 'bfloat16, (CUDA graph|torch.compile)' 
+#
 # The device's python3 (3.12, with torch, numpy, scikit-learn, networkx, PyYAML) lacks jsonschema;
 # .whl (ignored by git) holds it and its needs for that python, fetched here with
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -26,4 +29,6 @@ python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.versio
 # sequential executor's model)
 timeout 100 python3 -m pytest -q -p no:randomly -W ignore::DeprecationWarning tests/test_fl_training.py \
     -k "cuda_graph and not compiled" 2>&1 | tee "$OUT/tests.log"
-timeout 330 python3 benchmarks/bench_fl.py speed --rounds 1 --sequential-up-to 10 --profile 2>&1 | tee "$OUT/bench.log"
+args=("$@")
+[ $# -gt 0 ] || args=(--rounds 1 --sequential-up-to 10 --profile)
+timeout 330 python3 benchmarks/bench_fl.py speed "${args[@]}" 2>&1 | tee "$OUT/bench.log"

@@ -179,8 +179,9 @@ def test_the_cuda_graph_replay_equals_the_sequential_one(options):
                       None if t.correction is None else t.correction.to(cuda)) for t in tasks])
         batched = BatchedExecutor(model, device=cuda, mixed_precision=False, **options, **settings)
         updates = batched.train(g, tasks)
-        steps = list(batched._steps.values())  # one per shape: with and without SCAFFOLD corrections
-        assert batched.cuda_graphs and len(steps) == 2 and all(step.graph is not None for step in steps)
+        # one per group shape: step-count buckets of 2 clients (corrected), 1 (corrected), 2 (not)
+        steps = list(batched._steps.values())
+        assert batched.cuda_graphs and len(steps) == 3 and all(step.graph is not None for step in steps)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     assert_same_updates([replace(u, params=u.params.cpu()) for u in sequential], updates, g, 1e-4)

@@ -249,26 +249,31 @@ class BatchedExecutor:
 
 
 class MatmulConv2d(nn.Conv2d):
-    """nn.Conv2d's parameters and result, computed as im2col (F.unfold) and one matrix product. Under
-    vmap with per-client weights the product becomes a batched GEMM over clients, where nn.Conv2d
-    becomes a grouped convolution."""
+    """nn.Conv2d's parameters and result, computed as one matrix product over channels-last im2col
+    columns. Under vmap with per-client weights nn.Conv2d becomes a grouped convolution, which cuDNN
+    runs as one small kernel per client (plus layout conversions); this becomes one batched GEMM over
+    clients, [clients, samples x positions, kernel x in-channels] @ [clients, kernel x in-channels,
+    out-channels]. The columns are the kernel's shifted windows of the zero-padded NHWC input, side by
+    side (no F.unfold, whose NCHW columns need transposing and whose backward is a slow col2im), and
+    the result is returned as a channels-last NCHW view, so pooling and the next layer read NHWC."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if isinstance(self.padding, str):  # "same" / "valid": left to the convolution
+        if isinstance(self.padding, str) or self.groups != 1:  # "same" / "valid", groups: left to the convolution
             return super()._conv_forward(x, weight, bias)
         if self.padding_mode != "zeros":
             x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            padding = (0, 0)
+            (ph, pw) = (0, 0)
         else:
-            padding = self.padding
-        n, _, h, w = x.shape
-        out_h, out_w = ((size + 2 * pad - dil * (k - 1) - 1) // stride + 1 for size, pad, dil, k, stride in
-                        zip((h, w), padding, self.dilation, self.kernel_size, self.stride))
-        columns = nn.functional.unfold(x, self.kernel_size, self.dilation, padding, self.stride)  # [n, cin*k*k, L]
-        out = columns.transpose(1, 2) @ weight.flatten(1).t()  # [n, L, cout]
-        if bias is not None:
-            out = out + bias
-        return out.transpose(1, 2).reshape(n, -1, out_h, out_w)
+            ph, pw = self.padding
+        n, c, h, w = x.shape
+        (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
+        out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        x = nn.functional.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # [n, h, w, c], zero-padded
+        columns = torch.cat([x[:, i * dh:i * dh + (out_h - 1) * sh + 1:sh, j * dw:j * dw + (out_w - 1) * sw + 1:sw]
+                             for i in range(kh) for j in range(kw)], -1).reshape(-1, kh * kw * c)
+        kernel = weight.permute(2, 3, 1, 0).reshape(kh * kw * c, -1)  # rows in the columns' (i, j, c) order
+        out = columns @ kernel if bias is None else torch.addmm(bias, columns, kernel)
+        return out.view(n, out_h, out_w, -1).permute(0, 3, 1, 2)
 
 
 def matmul_convolutions(model: nn.Module) -> nn.Module:
