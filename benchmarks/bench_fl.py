@@ -1,7 +1,8 @@
 """Speed of client training and accuracy of the FL rules (prints figures; asserts nothing).
 
     python benchmarks/bench_fl.py speed [--quick] [--device cpu|cuda] [--rounds N] [--sequential-up-to N]
-                                        [--compile-cpu] [--variants REGEX] [--profile]
+                                        [--compile-cpu] [--variants REGEX] [--profile [REGEX]]
+                                        [--clients N [N ...]]
     python benchmarks/bench_fl.py accuracy [--rounds N]
 
 speed: rounds per second of the sequential and the batched executor, for 50 MLP clients on the CPU
@@ -112,14 +113,19 @@ def variants(dev: torch.device, compile_cpu: bool, convolutional: bool):
     if convolutional:
         out.append(("batched, bfloat16, torch.compile + CUDA graph, convolutions as matmul",
                     {"convolutions_as_matmul": True, "compile": True}))
+        # Inductor keeps a graph with grouped convolutions NCHW unless forced (NHWC ones benchmarked slower)
+        out.append(("batched, bfloat16, torch.compile (channels-last forced) + CUDA graph",
+                    {"compile": True, "inductor": {"force_layout_optimization": True}}))
     return out
 
 
-def profile(model, g, tasks, settings, dev) -> None:
-    """Where a batched step's time goes: the CUDA kernels of 10 eager bfloat16 steps of every client."""
+def profile(executor, g, tasks) -> None:
+    """Where a batched step's time goes: the CUDA kernels of 10 steps of every client, run by the
+    timed executor (compiled as it was) without its CUDA graphs, so the profiler names each kernel."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as profiler
-    executor = BatchedExecutor(model, device=dev, mixed_precision=True, cuda_graphs=False, **settings)
+    for step in executor._steps.values():
+        step.graph = None
     short = [LocalTask(t.client, t.x, t.y, t.seed, max_steps=10) for t in tasks]
     executor.train(g, short)
     torch.cuda.synchronize()
@@ -138,7 +144,7 @@ def speed(args) -> None:
         cases.append(("4 cnn clients [16, 32, 64] x 128 images 3x32x32, 1 epoch, batch 32 (--quick)", device,
                       ("cnn", {"hidden_layers": [16, 32, 64], "input_channels": 3}, "synthetic_images", 4, 128, 1, 32)))
     else:
-        for clients in (10, 100):
+        for clients in args.clients:
             cases.append((f"{clients} cnn clients [64, 128, 256] x 1000 images 3x32x32, 5 epochs, batch 32", device,
                           ("cnn", {"hidden_layers": [64, 128, 256], "input_channels": 3}, "synthetic_images",
                            clients, 1000, 5, 32)))
@@ -146,8 +152,6 @@ def speed(args) -> None:
     built = [workload(*spec, dev) for _, dev, spec in cases]
     jobs = []  # (case, label, options): every uncompiled variant of every workload before any compiled one
     for compiled in (False, True):
-        if compiled and args.profile:
-            jobs.append((None, "profile", None))
         for i, (_, dev, _) in enumerate(cases):
             convolutional = any(isinstance(m, torch.nn.Conv2d) for m in built[i][0].modules())
             jobs += [(i, label, options) for label, options in variants(dev, args.compile_cpu, convolutional)
@@ -155,15 +159,6 @@ def speed(args) -> None:
                      and re.search(args.variants, label)]
     table, reference = [], {}
     for i, label, options in jobs:
-        if i is None:
-            for (title, dev, _), (model, g, tasks, settings) in zip(cases, built):
-                if dev.type == "cuda":
-                    print(f"CUDA kernels of 10 eager bfloat16 steps, {title}:", flush=True)
-                    try:
-                        profile(model, g.to(dev), tasks, settings, dev)
-                    except Exception as exc:
-                        print(f"  profile FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-            continue
         title, dev, _ = cases[i]
         model, g, tasks, settings = built[i]
         if i not in reference:
@@ -172,11 +167,17 @@ def speed(args) -> None:
         if options is None and len(tasks) > args.sequential_up_to:
             print(f"  {label:<70} skipped (more than --sequential-up-to {args.sequential_up_to} clients)")
             continue
+        options = dict(options or {}) if options is not None else None
+        inductor = options.pop("inductor", {}) if options else {}
         executor = (SequentialExecutor(model, **settings) if options is None
                     else BatchedExecutor(model, device=dev, **options, **settings))
         name = f"{title.split(' x ')[0]}: {label}"
         try:
-            warm, per_round, first = timed_rounds(executor, g.to(dev), tasks, args.rounds, dev)
+            import torch._inductor.config as inductor_config  # its settings apply when the first round compiles
+            if options and options.get("compile"):
+                torch._dynamo.reset()  # compile afresh: an earlier variant's code must not be reused
+            with inductor_config.patch(inductor):
+                warm, per_round, first = timed_rounds(executor, g.to(dev), tasks, args.rounds, dev)
         except Exception as exc:  # one variant failing (a compiler, a capture) must not hide the others
             print(f"  {name:<80} FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", flush=True)
             table.append((title.split(" x ")[0], label, math.nan, math.nan))
@@ -187,6 +188,12 @@ def speed(args) -> None:
               f"{warm:6.2f} s; model after round 1 differs from the first variant's by {drift:.1e} (relative)",
               flush=True)
         table.append((title.split(" x ")[0], label, per_round, warm))
+        if args.profile is not None and options is not None and dev.type == "cuda" and re.search(args.profile, label):
+            print(f"CUDA kernels of 10 steps, {name}:", flush=True)
+            try:
+                profile(executor, g.to(dev), tasks)
+            except Exception as exc:
+                print(f"  profile FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
         del executor
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -287,8 +294,9 @@ def main() -> None:
                    "many clients (100 clients of the GPU workload take about 45 s per round that way)")
     s.add_argument("--variants", default="", metavar="REGEX", help="only the executor variants whose label "
                    "matches (e.g. 'bfloat16, (CUDA graph|torch.compile)')")
-    s.add_argument("--profile", action="store_true", help="on a GPU, also print the CUDA kernels that take a "
-                   "batched step's time")
+    s.add_argument("--profile", nargs="?", const="", metavar="REGEX", help="on a GPU, also print the CUDA kernels "
+                   "of a batched step, for the variants whose label matches (all without REGEX)")
+    s.add_argument("--clients", type=int, nargs="+", default=[10, 100], help="client counts of the GPU workload")
     s.add_argument("--compile-cpu", action="store_true", help="also time torch.compile on the CPU "
                    "(Inductor's C++ backend; its first round compiles, for tens of seconds)")
     s.add_argument("--threads", type=int, help="torch intra-op threads")
