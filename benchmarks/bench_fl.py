@@ -35,7 +35,7 @@ from pytest_flopynet.fl.aggregation import fedavg
 from pytest_flopynet.fl.attacks import Tamper
 from pytest_flopynet.fl.cluster import FLCluster, train_rounds
 from pytest_flopynet.fl.datasets import load_dataset
-from pytest_flopynet.fl.executor import BatchedExecutor, LocalTask, SequentialExecutor
+from pytest_flopynet.fl.executor import BatchedExecutor, LocalTask, SequentialExecutor, matmul_convolutions
 from pytest_flopynet.fl.models import build_model
 from pytest_flopynet.fl.partition import dirichlet
 
@@ -111,6 +111,10 @@ def variants(dev: torch.device, compile_cpu: bool, convolutional: bool):
         out.insert(2, ("batched, bfloat16, CUDA graph, convolutions as matmul", {"convolutions_as_matmul": True}))
     out.append(("batched, bfloat16, torch.compile + CUDA graph", {"compile": True}))
     if convolutional:
+        # the first convolution's input is data: cuDNN computes no input gradient there, and its im2col
+        # columns would be the largest; the later ones as matmul avoid cuDNN's per-client gradient kernels
+        out.append(("batched, bfloat16, torch.compile + CUDA graph, convolutions after the first as matmul",
+                    {"compile": True, "matmul_after_first": True}))
         out.append(("batched, bfloat16, torch.compile + CUDA graph, convolutions as matmul",
                     {"convolutions_as_matmul": True, "compile": True}))
         # Inductor keeps a graph with grouped convolutions NCHW unless forced (NHWC ones benchmarked slower)
@@ -169,8 +173,12 @@ def speed(args) -> None:
             continue
         options = dict(options or {}) if options is not None else None
         inductor = options.pop("inductor", {}) if options else {}
+        trained = model
+        if options and options.pop("matmul_after_first", False):
+            trained = matmul_convolutions(model)
+            next(m for m in trained.modules() if isinstance(m, torch.nn.Conv2d)).__class__ = torch.nn.Conv2d
         executor = (SequentialExecutor(model, **settings) if options is None
-                    else BatchedExecutor(model, device=dev, **options, **settings))
+                    else BatchedExecutor(trained, device=dev, **options, **settings))
         name = f"{title.split(' x ')[0]}: {label}"
         try:
             import torch._inductor.config as inductor_config  # its settings apply when the first round compiles

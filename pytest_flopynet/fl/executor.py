@@ -8,7 +8,6 @@ they agree within float rounding.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -257,8 +256,8 @@ class MatmulConv2d(nn.Conv2d):
     out-channels]. The columns are the kernel's shifted windows of the zero-padded NHWC input, side by
     side (no F.unfold, whose NCHW columns need transposing and whose backward is a slow col2im), and
     the result is returned as a channels-last NCHW view, so pooling and the next layer read NHWC.
-    Zero input channels pad each column row to a multiple of 8 elements (3 RGB channels x 9 = 27
-    would leave bfloat16 rows off the tensor cores' 16-byte alignment)."""
+    Zero columns pad each row to a multiple of 8 elements (3 RGB channels x 9 = 27 would leave
+    bfloat16 rows off the tensor cores' 16-byte alignment)."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if isinstance(self.padding, str) or self.groups != 1:  # "same" / "valid", groups: left to the convolution
@@ -271,12 +270,16 @@ class MatmulConv2d(nn.Conv2d):
         n, c, h, w = x.shape
         (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
         out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        extra = -c % (8 // math.gcd(8, kh * kw))  # zero channels so a row is a multiple of 8 (aligned GEMMs)
-        x = nn.functional.pad(x.permute(0, 2, 3, 1), (0, extra, pw, pw, ph, ph))  # [n, h, w, c], zero-padded
-        columns = torch.cat([x[:, i * dh:i * dh + (out_h - 1) * sh + 1:sh, j * dw:j * dw + (out_w - 1) * sw + 1:sw]
-                             for i in range(kh) for j in range(kw)], -1).reshape(-1, kh * kw * (c + extra))
-        kernel = nn.functional.pad(weight.permute(2, 3, 1, 0), (0, 0, 0, extra))  # [kh, kw, c, out], (i, j, c) order
-        kernel = kernel.reshape(kh * kw * (c + extra), -1)
+        if torch.is_autocast_enabled(x.device.type):  # columns in the product's precision: half the bytes
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        x = nn.functional.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # [n, h, w, c], zero-padded
+        windows = [x[:, i * dh:i * dh + (out_h - 1) * sh + 1:sh, j * dw:j * dw + (out_w - 1) * sw + 1:sw]
+                   for i in range(kh) for j in range(kw)]
+        extra = -(kh * kw * c) % 8  # zero columns so a row is a multiple of 8 elements (aligned GEMMs)
+        windows[-1] = nn.functional.pad(windows[-1], (0, extra))
+        columns = torch.cat(windows, -1).reshape(-1, kh * kw * c + extra)
+        kernel = weight.permute(2, 3, 1, 0).reshape(kh * kw * c, -1)  # rows in the columns' (i, j, c) order
+        kernel = nn.functional.pad(kernel, (0, 0, 0, extra))
         out = columns @ kernel if bias is None else torch.addmm(bias, columns, kernel)
         return out.view(n, out_h, out_w, -1).permute(0, 3, 1, 2)
 
