@@ -35,7 +35,7 @@ from pytest_flopynet.fl.aggregation import fedavg
 from pytest_flopynet.fl.attacks import Tamper
 from pytest_flopynet.fl.cluster import FLCluster, train_rounds
 from pytest_flopynet.fl.datasets import load_dataset
-from pytest_flopynet.fl.executor import BatchedExecutor, LocalTask, SequentialExecutor, matmul_convolutions
+from pytest_flopynet.fl.executor import BatchedExecutor, LocalTask, SequentialExecutor
 from pytest_flopynet.fl.models import build_model
 from pytest_flopynet.fl.partition import dirichlet
 
@@ -111,15 +111,8 @@ def variants(dev: torch.device, compile_cpu: bool, convolutional: bool):
         out.insert(2, ("batched, bfloat16, CUDA graph, convolutions as matmul", {"convolutions_as_matmul": True}))
     out.append(("batched, bfloat16, torch.compile + CUDA graph", {"compile": True}))
     if convolutional:
-        # the first convolution's input is data: cuDNN computes no input gradient there, and its im2col
-        # columns would be the largest; the later ones as matmul avoid cuDNN's per-client gradient kernels
-        out.append(("batched, bfloat16, torch.compile + CUDA graph, convolutions after the first as matmul",
-                    {"compile": True, "matmul_after_first": True}))
         out.append(("batched, bfloat16, torch.compile + CUDA graph, convolutions as matmul",
                     {"convolutions_as_matmul": True, "compile": True}))
-        # Inductor keeps a graph with grouped convolutions NCHW unless forced (NHWC ones benchmarked slower)
-        out.append(("batched, bfloat16, torch.compile (channels-last forced) + CUDA graph",
-                    {"compile": True, "inductor": {"force_layout_optimization": True}}))
     return out
 
 
@@ -171,21 +164,13 @@ def speed(args) -> None:
         if options is None and len(tasks) > args.sequential_up_to:
             print(f"  {label:<70} skipped (more than --sequential-up-to {args.sequential_up_to} clients)")
             continue
-        options = dict(options or {}) if options is not None else None
-        inductor = options.pop("inductor", {}) if options else {}
-        trained = model
-        if options and options.pop("matmul_after_first", False):
-            trained = matmul_convolutions(model)
-            next(m for m in trained.modules() if isinstance(m, torch.nn.Conv2d)).__class__ = torch.nn.Conv2d
         executor = (SequentialExecutor(model, **settings) if options is None
-                    else BatchedExecutor(trained, device=dev, **options, **settings))
+                    else BatchedExecutor(model, device=dev, **options, **settings))
         name = f"{title.split(' x ')[0]}: {label}"
         try:
-            import torch._inductor.config as inductor_config  # its settings apply when the first round compiles
             if options and options.get("compile"):
-                torch._dynamo.reset()  # compile afresh: an earlier variant's code must not be reused
-            with inductor_config.patch(inductor):
-                warm, per_round, first = timed_rounds(executor, g.to(dev), tasks, args.rounds, dev)
+                torch._dynamo.reset()  # compile afresh: an earlier variant's compiled code must not be reused
+            warm, per_round, first = timed_rounds(executor, g.to(dev), tasks, args.rounds, dev)
         except Exception as exc:  # one variant failing (a compiler, a capture) must not hide the others
             print(f"  {name:<80} FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}", flush=True)
             table.append((title.split(" x ")[0], label, math.nan, math.nan))
