@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Issue 3's GPU check in one call of the device tool: the batched executor's CUDA-graph and
 # torch.compile paths against the sequential executor (tests), then the seed's GPU workload
-# (bench_fl.py speed: 10 and 100 CNN clients, every executor variant, and a kernel profile);
-# at most about 7 minutes (the compiled variants come last and are cut off first).
+# (bench_fl.py speed: 10 and 100 CNN clients, every executor variant, and a kernel profile).
+# It ran in 186 s on an H100 (2026-11-26; the machine's start adds 30-90 s of device time); the
+# compiled variants come last, so a timeout cuts them off first.
 #
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=420)
 #
-# Arguments replace the benchmark's default ones, e.g. a shorter check of the fastest variants:
-#   bash benchmarks/gpu_check.sh --rounds 2 --sequential-up-to 0 --variants 'bfloat16, (CUDA graph|torch.compile)' 
+# Arguments replace the benchmark's default ones, e.g. the compiled variants at 100 clients with
+# kernel profiles (about 90 s):
+#   bash benchmarks/gpu_check.sh --clients 100 --rounds 1 --sequential-up-to 0 --variants 'torch.compile' --profile
 #
 # The device's python3 (3.12, with torch, numpy, scikit-learn, networkx, PyYAML) lacks jsonschema;
 # .whl (ignored by git) holds it and its needs for that python, fetched here with
