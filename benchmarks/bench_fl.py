@@ -98,7 +98,7 @@ def variants(dev: torch.device, compile_cpu: bool, convolutional: bool):
     """(label, executor settings) of each way to run a round on dev; None is the sequential executor."""
     if dev.type == "cpu":
         out = [("sequential", None), ("batched", {})]
-        out += [("batched, convolutions as matmul", {"convolutions_as_matmul": True})] if convolutional else []
+        out += [("batched, convolutions as matmul", {"convolutions": "matmul"})] if convolutional else []
         return out + [("batched, torch.compile", {"compile": True})] if compile_cpu else out
     # most telling first: the GPU check has minutes, and the compiled variants (run after every other
     # variant of every workload, see speed) spend most of theirs compiling
@@ -108,11 +108,12 @@ def variants(dev: torch.device, compile_cpu: bool, convolutional: bool):
            ("batched, float32, CUDA graph", {"mixed_precision": False}),
            ("batched, float32, eager", {"mixed_precision": False, "cuda_graphs": False})]
     if convolutional:
-        out.insert(2, ("batched, bfloat16, CUDA graph, convolutions as matmul", {"convolutions_as_matmul": True}))
+        out[2:2] = [("batched, bfloat16, CUDA graph, client-kernel convolutions", {"convolutions": "client_kernel"}),
+                    ("batched, bfloat16, CUDA graph, convolutions as matmul", {"convolutions": "matmul"})]
     out.append(("batched, bfloat16, torch.compile + CUDA graph", {"compile": True}))
     if convolutional:
         out.append(("batched, bfloat16, torch.compile + CUDA graph, convolutions as matmul",
-                    {"convolutions_as_matmul": True, "compile": True}))
+                    {"convolutions": "matmul", "compile": True}))
     return out
 
 

@@ -8,6 +8,7 @@ from torch.nn.utils import parameters_to_vector
 
 from pytest_flopynet.fl.attacks import Tamper
 from pytest_flopynet.fl.cluster import FLCluster, train_rounds
+from pytest_flopynet.fl.client_conv import ClientConv2d
 from pytest_flopynet.fl.executor import BatchedExecutor, LocalTask, MatmulConv2d, SequentialExecutor, matmul_convolutions
 from pytest_flopynet.fl.models import build_model
 
@@ -148,11 +149,26 @@ def test_a_convolution_as_matmul_equals_the_convolution(settings):
     assert torch.allclose(matmul(x), conv(x), atol=1e-5)
 
 
-def test_the_batched_executor_with_convolutions_as_matmul_equals_the_sequential_one():
+@pytest.mark.parametrize("convolutions, kind", [("matmul", MatmulConv2d), ("client_kernel", ClientConv2d)])
+def test_the_batched_executor_with_other_convolutions_equals_the_sequential_one(convolutions, kind):
     model, g, tasks, settings = executor_case("cnn", {"hidden_layers": [8, 16]}, (3, 16, 16), 0.5)
-    batched = BatchedExecutor(model, device="cpu", convolutions_as_matmul=True, **settings)
+    batched = BatchedExecutor(model, device="cpu", convolutions=convolutions, **settings)
     assert_same_updates(SequentialExecutor(model, **settings).train(g, tasks), batched.train(g, tasks), g)
-    assert not any(type(m) is MatmulConv2d for m in model.modules())  # the executor trains a copy
+    assert not any(type(m) is kind for m in model.modules())  # the executor trains a copy
+    assert sum(type(m) is kind for m in batched.step_model.modules()) == 2  # both convolutions
+
+
+def test_client_kernel_convolutions_refuse_compilation():
+    model = build_model("cnn", {"hidden_layers": [8]}, (3, 8, 8), 10)
+    with pytest.raises(ValueError, match="client_kernel convolutions cannot be compiled"):
+        BatchedExecutor(model, device="cpu", compile=True, convolutions="client_kernel", local_epochs=1, batch_size=8,
+                        learning_rate=0.1)
+
+
+def test_an_unknown_convolution_kind_is_refused():
+    with pytest.raises(ValueError, match="convolutions must be one of grouped, matmul, client_kernel, not 'fft'"):
+        BatchedExecutor(build_model("mlp", {}, (8, 8), 10), device="cpu", convolutions="fft", local_epochs=1,
+                        batch_size=8, learning_rate=0.1)
 
 
 def test_cuda_graphs_need_a_cuda_device():
@@ -162,8 +178,9 @@ def test_cuda_graphs_need_a_cuda_device():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the CUDA graph replay runs on a GPU only")
-@pytest.mark.parametrize("options", [{}, {"compile": True}, {"convolutions_as_matmul": True}],
-                         ids=["graph", "compiled-graph", "matmul-graph"])
+@pytest.mark.parametrize("options", [{}, {"compile": True}, {"convolutions": "matmul"},
+                                     {"convolutions": "client_kernel"}],
+                         ids=["graph", "compiled-graph", "matmul-graph", "client-kernel-graph"])
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_the_cuda_graph_replay_equals_the_sequential_one(options):
     """On the GPU, in float32 (no bfloat16): replayed graphs give the sequential executor's updates.

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from .client_conv import client_convolutions
+
 
 @dataclass
 class LocalTask:
@@ -104,14 +106,15 @@ class BatchedExecutor:
     `client_multiple` pads groups with idle clients so a changing number of clients reuses fewer
     shapes (fewer compilations, at the price of the idle clients' arithmetic).
 
-    vmap turns per-client convolutions into one grouped convolution; `convolutions_as_matmul` computes
-    them as im2col and a batched matrix product instead (`MatmulConv2d`), for devices where grouped
-    convolutions are slow."""
+    `convolutions` says how a layer's per-client convolutions run: "grouped" (vmap's own rule: one
+    grouped convolution, which cuDNN computes client by client), "matmul" (im2col and one batched
+    matrix product, `MatmulConv2d`) or "client_kernel" (3x3 ones as one Triton kernel with the clients
+    as a grid dimension on CUDA, `client_conv.ClientConv2d`; a grouped convolution elsewhere)."""
 
     def __init__(self, model: nn.Module, *, local_epochs: int, batch_size: int, learning_rate: float, mu: float = 0.0,
                  device: str | torch.device | None = None, mixed_precision: bool | None = None,
                  cuda_graphs: bool | None = None, compile: bool = False, client_multiple: int = 1,
-                 convolutions_as_matmul: bool = False):
+                 convolutions: str = "grouped"):
         self.model = model
         self.local_epochs = local_epochs
         self.batch_size = batch_size
@@ -127,7 +130,15 @@ class BatchedExecutor:
             raise ValueError(f"CUDA graphs need a CUDA device, the executor runs on {self.device}")
         self.compile = compile
         self.client_multiple = client_multiple
-        self.convolutions_as_matmul = convolutions_as_matmul
+        if convolutions not in _CONVOLUTIONS:
+            raise ValueError(f"convolutions must be one of {', '.join(_CONVOLUTIONS)}, not {convolutions!r}")
+        if compile and convolutions == "client_kernel":  # their gradients come out wrong (tests/test_client_conv.py)
+            raise ValueError("client_kernel convolutions cannot be compiled: torch.compile of the vmapped step loses "
+                             "their gradients (torch.func and custom operators: pytorch/pytorch#168393); "
+                             "use compile=False with them")
+        self.convolutions = convolutions
+        # the module the step calls: the model, or a copy whose convolutions run as `convolutions` says
+        self.step_model = model if convolutions == "grouped" else _CONVOLUTIONS[convolutions](model)
         if cuda:
             torch.backends.cudnn.benchmark = True
         self._steps: dict[tuple, _GroupStep] = {}  # by shape; a few, each holding its buffers (and graph)
@@ -154,10 +165,8 @@ class BatchedExecutor:
         if key in self._functions:
             return self._functions[key]
         from torch.func import functional_call, grad_and_value, vmap
-        model, lr, mu = self.model, self.learning_rate, self.mu
-        buffers = {k: v.to(self.device) for k, v in model.named_buffers()}
-        if self.convolutions_as_matmul:
-            model = matmul_convolutions(model)
+        model, lr, mu = self.step_model, self.learning_rate, self.mu
+        buffers = {k: v.to(self.device) for k, v in self.model.named_buffers()}
         device_type, bf16 = self.device.type, self.mixed_precision
 
         def client_loss(params, xb, yb, mb):  # masked mean cross-entropy of one client's batch
@@ -365,3 +374,6 @@ class AutoExecutor:
         if self.batched is not None and len(tasks) > 1:
             return self.batched.train(global_params, tasks)
         return self.sequential.train(global_params, tasks)
+
+
+_CONVOLUTIONS = {"grouped": None, "matmul": matmul_convolutions, "client_kernel": client_convolutions}

@@ -1,0 +1,142 @@
+"""Per-client 3x3 convolutions for the batched executor: every client's own weights, all clients in
+one kernel launch.
+
+Under vmap a per-client nn.Conv2d becomes a grouped convolution, and cuDNN computes a grouped
+convolution's gradients with one small kernel per client plus layout conversions: at 100 clients on
+an H100 that was 60% of a training step's kernel time (README, "Executors on a GPU"). Here a client
+is one more grid dimension of a Triton implicit-GEMM kernel, so a layer's forward pass, input
+gradient and weight gradient are one launch each, whatever the number of clients, and the im2col
+columns are never written to memory (the matmul route spent its time writing them).
+
+The operators take NHWC tensors with the clients first:
+  client_conv3x3(x [clients, n, h, w, c], weight [clients, 3, 3, c, out]) -> [clients, n, h, w, out]
+(stride 1, zero padding 1: the seed's CNN). Off CUDA they run as grouped convolutions, the reference
+the Triton kernels are tested against. They are torch.library custom ops with vmap rules,
+differentiated by an autograd.Function, so torch.func.grad, vmap and CUDA-graph capture see them as
+single operators. torch.compile of a step with them loses their gradients (BatchedExecutor refuses
+that combination).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+def _conv_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The grouped convolution that the Triton kernel computes."""
+    clients, n, h, w, c = x.shape
+    out = torch.nn.functional.conv2d(x.permute(1, 0, 4, 2, 3).reshape(n, clients * c, h, w),
+                                     weight.permute(0, 4, 3, 1, 2).reshape(-1, c, 3, 3), padding=1, groups=clients)
+    return out.reshape(n, clients, -1, h, w).permute(1, 0, 3, 4, 2).contiguous()
+
+
+def _weight_grad_reference(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    clients, n, h, w, c = x.shape
+    out = grad.shape[-1]
+    g = torch.nn.grad.conv2d_weight(x.permute(1, 0, 4, 2, 3).reshape(n, clients * c, h, w), (clients * out, c, 3, 3),
+                                    grad.permute(1, 0, 4, 2, 3).reshape(n, clients * out, h, w), padding=1,
+                                    groups=clients)
+    return g.reshape(clients, out, c, 3, 3).permute(0, 3, 4, 2, 1).contiguous()
+
+
+@torch.library.custom_op("flopynet::client_conv3x3", mutates_args=())
+def client_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if x.is_cuda:
+        from .client_conv_triton import conv  # Triton ships with CUDA builds of torch
+        return conv(x.contiguous(), weight.contiguous())
+    return _conv_reference(x, weight)
+
+
+@client_conv3x3.register_fake
+def _(x, weight):
+    return x.new_empty(*x.shape[:-1], weight.shape[-1])
+
+
+@torch.library.custom_op("flopynet::client_conv3x3_weight_grad", mutates_args=())
+def client_conv3x3_weight_grad(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    if x.is_cuda:
+        from .client_conv_triton import weight_grad
+        return weight_grad(x.contiguous(), grad.contiguous())
+    return _weight_grad_reference(x, grad)
+
+
+@client_conv3x3_weight_grad.register_fake
+def _(x, grad):
+    return x.new_empty(x.shape[0], 3, 3, x.shape[-1], grad.shape[-1])
+
+
+class _ClientConv(torch.autograd.Function):
+    """client_conv3x3 with its gradients, usable under torch.func.grad and vmap (the vmap rule is
+    generated: forward and backward call the operators, which have vmap rules of their own)."""
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, weight):
+        with torch.no_grad():  # this Function differentiates it (as torch.compile traces it, too)
+            return client_conv3x3(x, weight)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        with torch.no_grad():  # no second derivative; torch.func.grad would otherwise record the operators
+            # the input gradient is the convolution of grad with the flipped, transposed kernel
+            grad_x = client_conv3x3(grad, weight.flip(1, 2).transpose(3, 4)) if ctx.needs_input_grad[0] else None
+            grad_w = client_conv3x3_weight_grad(x, grad) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w
+
+
+def _clients_first(info, tensors, in_dims):
+    """Fold vmap's batch dimension into the operators' clients dimension."""
+    out = []
+    for t, d in zip(tensors, in_dims):
+        t = t.expand(info.batch_size, *t.shape) if d is None else t.movedim(d, 0)
+        out.append(t.reshape(-1, *t.shape[2:]))
+    return out
+
+
+@client_conv3x3.register_vmap
+def _(info, in_dims, x, weight):
+    out = client_conv3x3(*_clients_first(info, (x, weight), in_dims))
+    return out.reshape(info.batch_size, -1, *out.shape[1:]), 0
+
+
+@client_conv3x3_weight_grad.register_vmap
+def _(info, in_dims, x, grad):
+    out = client_conv3x3_weight_grad(*_clients_first(info, (x, grad), in_dims))
+    return out.reshape(info.batch_size, -1, *out.shape[1:]), 0
+
+
+class ClientConv2d(nn.Conv2d):
+    """nn.Conv2d's parameters and result through client_conv3x3 (3x3, stride 1, zero padding 1,
+    ungrouped; `client_convolutions` converts only those). Under the executor's vmap, every client's
+    convolution of a layer is one kernel launch."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):  # custom ops are not autocast: cast as conv2d would
+            dtype = torch.get_autocast_dtype(x.device.type)
+            x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+        out = _ClientConv.apply(x.permute(0, 2, 3, 1).unsqueeze(0), weight.permute(2, 3, 1, 0).unsqueeze(0))[0]
+        if bias is not None:
+            out = out + bias
+        return out.permute(0, 3, 1, 2)  # NCHW view of NHWC memory (channels-last)
+
+
+def fits(conv: nn.Module) -> bool:
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.padding_mode == "zeros")
+
+
+def client_convolutions(model: nn.Module) -> nn.Module:
+    """A copy of model whose 3x3, stride-1, padding-1 convolutions are ClientConv2d (same parameter
+    names, so the executor's parameters fit it)."""
+    import copy
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if fits(module):
+            module.__class__ = ClientConv2d
+    return model
+
