@@ -26,9 +26,9 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi -L
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn",
     torch.backends.cudnn.version(), torch.cuda.get_device_name())'
-# the GPU replays against the sequential executor (graph, matmul-graph; the CPU equalities run in CI,
-# and the compiled graph is checked by the benchmark, which prints each variant's distance from the
-# sequential executor's model)
+# the GPU replays against the sequential executor (graph, matmul-graph, client-kernel-graph; the CPU
+# equalities run in CI, and the compiled graph is checked by the benchmark, which prints each
+# variant's distance from the sequential executor's model)
 timeout 100 python3 -m pytest -q -p no:randomly -W ignore::DeprecationWarning tests/test_fl_training.py \
     -k "cuda_graph and not compiled" 2>&1 | tee "$OUT/tests.log"
 args=("$@")

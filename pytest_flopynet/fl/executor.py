@@ -136,9 +136,8 @@ class BatchedExecutor:
             raise ValueError("client_kernel convolutions cannot be compiled: torch.compile of the vmapped step loses "
                              "their gradients (torch.func and custom operators: pytorch/pytorch#168393); "
                              "use compile=False with them")
-        self.convolutions = convolutions
         # the module the step calls: the model, or a copy whose convolutions run as `convolutions` says
-        self.step_model = model if convolutions == "grouped" else _CONVOLUTIONS[convolutions](model)
+        self.step_model = _CONVOLUTIONS[convolutions](model)
         if cuda:
             torch.backends.cudnn.benchmark = True
         self._steps: dict[tuple, _GroupStep] = {}  # by shape; a few, each holding its buffers (and graph)
@@ -376,4 +375,4 @@ class AutoExecutor:
         return self.sequential.train(global_params, tasks)
 
 
-_CONVOLUTIONS = {"grouped": None, "matmul": matmul_convolutions, "client_kernel": client_convolutions}
+_CONVOLUTIONS = {"grouped": lambda model: model, "matmul": matmul_convolutions, "client_kernel": client_convolutions}
