@@ -110,6 +110,9 @@ def variants(dev: torch.device, compile_cpu: bool, convolutional: bool):
     if convolutional:
         out[2:2] = [("batched, bfloat16, CUDA graph, client-kernel convolutions", {"convolutions": "client_kernel"}),
                     ("batched, bfloat16, CUDA graph, convolutions as matmul", {"convolutions": "matmul"})]
+    if convolutional:
+        out.append(("batched, bfloat16, torch.compile + CUDA graph, client-kernel convolutions",
+                    {"convolutions": "client_kernel", "compile": True}))
     out.append(("batched, bfloat16, torch.compile + CUDA graph", {"compile": True}))
     if convolutional:
         out.append(("batched, bfloat16, torch.compile + CUDA graph, convolutions as matmul",

@@ -26,11 +26,13 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi -L
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn",
     torch.backends.cudnn.version(), torch.cuda.get_device_name())'
-# the GPU replays against the sequential executor (graph, matmul-graph, client-kernel-graph; the CPU
-# equalities run in CI, and the compiled graph is checked by the benchmark, which prints each
-# variant's distance from the sequential executor's model)
-timeout 100 python3 -m pytest -q -p no:randomly -W ignore::DeprecationWarning tests/test_fl_training.py \
-    -k "cuda_graph and not compiled" 2>&1 | tee "$OUT/tests.log"
+# the client kernels against cuDNN, then the GPU replays against the sequential executor (graph,
+# matmul-graph, client-kernel-graph, client-kernel-compiled-graph; the CPU equalities run in CI, and
+# the other compiled graph is checked by the benchmark, which prints each variant's distance from
+# the first variant's model)
+export TRITON_PRINT_AUTOTUNING=1  # the block sizes the client kernels' autotuning picks, in the logs
+timeout 150 python3 -m pytest -q -p no:randomly -W ignore::DeprecationWarning tests/test_client_conv.py \
+    tests/test_fl_training.py -k "gpu or (cuda_graph and not (compiled and not client))" 2>&1 | tee "$OUT/tests.log"
 args=("$@")
 [ $# -gt 0 ] || args=(--rounds 1 --sequential-up-to 10 --profile)
 timeout 330 python3 benchmarks/bench_fl.py speed "${args[@]}" 2>&1 | tee "$OUT/bench.log"

@@ -40,6 +40,51 @@ def test_the_triton_kernels_equal_grouped_convolutions():
     assert "kernels agree" in run.stdout
 
 
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the test extra has it)")
+def test_autotuning_tries_only_blocks_a_layer_can_fill():
+    """The seed's first layer (3 in-channels, 64 out) and its last (128 in, 256 out): a K block above
+    the in-channels (rounded up to a power of two, at least 16) or an N block above the out-channels
+    is never benchmarked."""
+    from pytest_flopynet.fl.client_conv_triton import _conv, _weight_grad
+    for kernel, k_block, n_block in [(_conv, "BLOCK_K", "BLOCK_N"), (_weight_grad, "BLOCK_C", "BLOCK_N")]:
+        prune = kernel.early_config_prune
+        first = prune(kernel.configs, {"M": 32 * 32 * 32, "C": 3, "O": 64})
+        assert first and all(c.kwargs[k_block] == 16 and c.kwargs[n_block] <= 64 for c in first)
+        last = prune(kernel.configs, {"M": 32 * 8 * 8, "C": 128, "O": 256})
+        assert last == kernel.configs  # every block fits
+        assert len({c.kwargs[k_block] for c in kernel.configs}) >= 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the compiled Triton kernels run on a GPU only")
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+def test_the_autotuned_kernels_on_a_gpu_equal_grouped_convolutions(dtype, tolerance):
+    """The seed's three layers (3->64 at 32x32, 64->128 at 16x16, 128->256 at 8x8; 5 clients of 4
+    images), each kernel autotuned: the forward pass, the input gradient (the forward kernel on the
+    flipped, transposed weights) and the weight gradient against cuDNN's grouped convolutions in
+    float32 (TF32 off). bfloat16 inputs keep 8 bits of mantissa, hence 2e-2."""
+    from pytest_flopynet.fl import client_conv_triton as kernels
+    from pytest_flopynet.fl.client_conv import _conv_reference, _weight_grad_reference
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        torch.manual_seed(0)
+        for c, o, size in [(3, 64, 32), (64, 128, 16), (128, 256, 8)]:
+            x = torch.randn(5, 4, size, size, c, device="cuda")
+            weight, g = torch.randn(5, 3, 3, c, o, device="cuda"), torch.randn(5, 4, size, size, o, device="cuda")
+            flipped = weight.flip(1, 2).transpose(3, 4).contiguous()
+            low = [t.to(dtype) for t in (x, weight, g, flipped)]
+            exact = [t.to(dtype).float() for t in (x, weight, g, flipped)]  # the same rounded inputs
+            for name, got, want in [
+                    ("conv", kernels.conv(low[0], low[1]), _conv_reference(exact[0], exact[1])),
+                    ("input grad", kernels.conv(low[2], low[3]), _conv_reference(exact[2], exact[3])),
+                    ("weight grad", kernels.weight_grad(low[0], low[2]), _weight_grad_reference(exact[0], exact[2]))]:
+                assert got.dtype == dtype and got.shape == want.shape, name
+                error = ((got.float() - want).norm() / want.norm()).item()
+                assert error < tolerance, (name, c, o, error)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
 def test_the_reference_operator_is_the_per_client_convolution():
     """client_conv3x3 off CUDA, checked against each client's own F.conv2d (NCHW)."""
     torch.manual_seed(0)
@@ -51,24 +96,33 @@ def test_the_reference_operator_is_the_per_client_convolution():
 
 
 def test_a_client_convolution_and_its_gradients_equal_conv2d_under_vmap():
-    """Three clients' own weights under torch.func.grad(vmap(...)), as the batched executor uses it:
-    the input, weight and bias gradients equal those of nn.Conv2d client by client."""
+    """Three clients' own weights, a vmapped forward pass differentiated by torch.autograd.grad, as
+    the batched executor does it: the input, weight and bias gradients equal those of nn.Conv2d."""
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(4, 6, 3, padding=1)
     client = client_convolutions(torch.nn.Sequential(conv))[0]
     assert type(client) is ClientConv2d
-    params = {k: torch.randn(3, *p.shape) for k, p in conv.named_parameters()}
-    x = torch.randn(3, 2, 4, 5, 7)
+    params = {k: torch.randn(3, *p.shape, requires_grad=True) for k, p in conv.named_parameters()}
+    x = torch.randn(3, 2, 4, 5, 7, requires_grad=True)
 
-    def loss(module):
+    def gradients(module):
         def one(p, xb):
             return (functional_call(module, p, (xb,)) ** 2).sum()
-        return lambda p, xb: vmap(one)(p, xb).sum()
+        return torch.autograd.grad(vmap(one)(params, x).sum(), [x, *params.values()])
 
-    (gp, gx), (wp, wx) = (grad(loss(m), argnums=(0, 1))(params, x) for m in (client, conv))
+    (gx, *gp), (wx, *wp) = gradients(client), gradients(conv)
     assert torch.allclose(gx, wx, atol=1e-4)
-    for k in params:
-        assert torch.allclose(gp[k], wp[k], rtol=1e-4, atol=1e-4), k
+    for k, a, b in zip(params, gp, wp):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4), k
+
+
+def test_torch_func_grad_cannot_differentiate_them():
+    """Why the executor differentiates with torch.autograd.grad: a custom operator's autograd formula
+    is not a functorch transform (pytorch/pytorch#168393). If this starts passing, torch.func.grad
+    works with them too."""
+    x, weight = torch.randn(1, 1, 3, 3, 2), torch.randn(1, 3, 3, 2, 2)
+    with pytest.raises(RuntimeError, match="setup_context"):
+        grad(lambda w: client_conv3x3(x, w).sum())(weight)
 
 
 def test_only_3x3_stride_1_padding_1_convolutions_become_client_convolutions():

@@ -158,11 +158,20 @@ def test_the_batched_executor_with_other_convolutions_equals_the_sequential_one(
     assert sum(type(m) is kind for m in batched.step_model.modules()) == 2  # both convolutions
 
 
-def test_client_kernel_convolutions_refuse_compilation():
-    model = build_model("cnn", {"hidden_layers": [8]}, (3, 8, 8), 10)
-    with pytest.raises(ValueError, match="client_kernel convolutions cannot be compiled"):
-        BatchedExecutor(model, device="cpu", compile=True, convolutions="client_kernel", local_epochs=1, batch_size=8,
-                        learning_rate=0.1)
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # Inductor's imports
+def test_the_compiled_step_with_client_kernel_convolutions_equals_the_sequential_one(monkeypatch):
+    """The compiled step keeps the client convolutions' own gradients: the weight-gradient operator
+    runs (on the CPU its grouped-convolution reference) and the updates are the sequential ones."""
+    from pytest_flopynet.fl import client_conv
+    calls = []
+    reference = client_conv._weight_grad_reference
+    monkeypatch.setattr(client_conv, "_weight_grad_reference", lambda *a: calls.append(1) or reference(*a))
+    model, g, tasks, settings = executor_case("cnn", {"hidden_layers": [8, 16]}, (3, 16, 16), 0.5)
+    batched = BatchedExecutor(model, device="cpu", compile=True, convolutions="client_kernel", **settings)
+    assert_same_updates(SequentialExecutor(model, **settings).train(g, tasks), batched.train(g, tasks), g)
+    # 14, 10, 3, 6 and 2 steps (2 epochs of batches of 8) run as buckets of 14, 6 and 3 steps, each
+    # step differentiating both convolutions
+    assert len(calls) == 2 * (14 + 6 + 3)
 
 
 def test_an_unknown_convolution_kind_is_refused():
@@ -179,8 +188,9 @@ def test_cuda_graphs_need_a_cuda_device():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the CUDA graph replay runs on a GPU only")
 @pytest.mark.parametrize("options", [{}, {"compile": True}, {"convolutions": "matmul"},
-                                     {"convolutions": "client_kernel"}],
-                         ids=["graph", "compiled-graph", "matmul-graph", "client-kernel-graph"])
+                                     {"convolutions": "client_kernel"}, {"convolutions": "client_kernel", "compile": True}],
+                         ids=["graph", "compiled-graph", "matmul-graph", "client-kernel-graph",
+                              "client-kernel-compiled-graph"])
 @pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_the_cuda_graph_replay_equals_the_sequential_one(options):
     """On the GPU, in float32 (no bfloat16): replayed graphs give the sequential executor's updates.

@@ -11,10 +11,11 @@ columns are never written to memory (the matmul route spent its time writing the
 The operators take NHWC tensors with the clients first:
   client_conv3x3(x [clients, n, h, w, c], weight [clients, 3, 3, c, out]) -> [clients, n, h, w, out]
 (stride 1, zero padding 1: the seed's CNN). Off CUDA they run as grouped convolutions, the reference
-the Triton kernels are tested against. They are torch.library custom ops with vmap rules,
-differentiated by an autograd.Function, so torch.func.grad, vmap and CUDA-graph capture see them as
-single operators. torch.compile of a step with them loses their gradients (BatchedExecutor refuses
-that combination).
+the Triton kernels are tested against. They are torch.library custom ops with vmap rules and an
+autograd formula, so vmap, autograd, torch.compile and CUDA-graph capture see them as single
+operators. torch.func.grad cannot differentiate them (custom ops' autograd is not a functorch
+transform: pytorch/pytorch#168393), which is why the executor takes its gradients with
+torch.autograd.grad around the vmapped forward pass.
 """
 from __future__ import annotations
 
@@ -64,28 +65,19 @@ def _(x, grad):
     return x.new_empty(x.shape[0], 3, 3, x.shape[-1], grad.shape[-1])
 
 
-class _ClientConv(torch.autograd.Function):
-    """client_conv3x3 with its gradients, usable under torch.func.grad and vmap (the vmap rule is
-    generated: forward and backward call the operators, which have vmap rules of their own)."""
-    generate_vmap_rule = True
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
 
-    @staticmethod
-    def forward(x, weight):
-        with torch.no_grad():  # this Function differentiates it (as torch.compile traces it, too)
-            return client_conv3x3(x, weight)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+def _backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    # the input gradient is the convolution of grad with the flipped, transposed kernel
+    grad_x = client_conv3x3(grad, weight.flip(1, 2).transpose(3, 4)) if ctx.needs_input_grad[0] else None
+    grad_w = client_conv3x3_weight_grad(x, grad) if ctx.needs_input_grad[1] else None
+    return grad_x, grad_w
 
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        with torch.no_grad():  # no second derivative; torch.func.grad would otherwise record the operators
-            # the input gradient is the convolution of grad with the flipped, transposed kernel
-            grad_x = client_conv3x3(grad, weight.flip(1, 2).transpose(3, 4)) if ctx.needs_input_grad[0] else None
-            grad_w = client_conv3x3_weight_grad(x, grad) if ctx.needs_input_grad[1] else None
-        return grad_x, grad_w
+
+client_conv3x3.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _clients_first(info, tensors, in_dims):
@@ -118,7 +110,7 @@ class ClientConv2d(nn.Conv2d):
         if torch.is_autocast_enabled(x.device.type):  # custom ops are not autocast: cast as conv2d would
             dtype = torch.get_autocast_dtype(x.device.type)
             x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
-        out = _ClientConv.apply(x.permute(0, 2, 3, 1).unsqueeze(0), weight.permute(2, 3, 1, 0).unsqueeze(0))[0]
+        out = client_conv3x3(x.permute(0, 2, 3, 1).unsqueeze(0), weight.permute(2, 3, 1, 0).unsqueeze(0))[0]
         if bias is not None:
             out = out + bias
         return out.permute(0, 3, 1, 2)  # NCHW view of NHWC memory (channels-last)

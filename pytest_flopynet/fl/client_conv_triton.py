@@ -7,15 +7,43 @@ the shifted input rows straight from memory (masked at the image borders), so no
 are written. The input gradient is the same kernel on the output gradient with the flipped,
 transposed kernel (client_conv.py). A program of `_weight_grad` computes one kernel offset's
 [in-channels x out-channels] tile of one client's weight gradient, summing over all positions.
-Tested on the CPU with TRITON_INTERPRET=1 (tests/test_client_conv.py) and on a GPU.
+Block sizes are autotuned per layer shape (Triton benchmarks the configurations below on the first
+call of each shape, which the executor makes before it captures a CUDA graph; TRITON_PRINT_AUTOTUNING=1
+prints the choice). Tested on the CPU with TRITON_INTERPRET=1 (tests/test_client_conv.py), where a
+single configuration runs, and on a GPU.
 """
 # ruff: noqa: E741  (M, H, W, C, O: the convolution's sizes, named as in the papers)
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
 import triton.language as tl
 
+
+def _configs(blocks: list[tuple[int, int, int, int, int]], names: tuple[str, str, str]) -> list[triton.Config]:
+    """(three block sizes, warps, stages) -> configurations; the interpreter runs the first only."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        blocks = blocks[:1]
+    return [triton.Config(dict(zip(names, b[:3])), num_warps=b[3], num_stages=b[4]) for b in blocks]
+
+
+def _fitting(sizes: dict[str, str]):
+    """Drop configurations whose block is larger than its dimension needs (a K block above the
+    channels only multiplies zeros); tl.dot needs at least 16."""
+    def prune(configs, named_args, **kwargs):
+        need = {block: max(16, triton.next_power_of_2(named_args[size])) for block, size in sizes.items()}
+        kept = [c for c in configs if all(c.kwargs[block] <= n for block, n in need.items())]
+        return kept or [min(configs, key=lambda c: sum(c.kwargs[block] for block in sizes))]
+    return {"early_config_prune": prune}
+
+
+@triton.autotune(
+    _configs([(128, 64, 32, 4, 3), (128, 128, 32, 8, 3), (64, 64, 32, 4, 4), (128, 64, 64, 4, 3),
+              (128, 128, 64, 8, 3), (64, 128, 64, 4, 3), (256, 64, 32, 8, 3), (64, 64, 16, 4, 4),
+              (128, 64, 16, 4, 3), (128, 128, 16, 8, 3)], ("BLOCK_M", "BLOCK_N", "BLOCK_K")),
+    key=["M", "C", "O"], prune_configs_by=_fitting({"BLOCK_N": "O", "BLOCK_K": "C"}))
 
 @triton.jit
 def _conv(x_ptr, w_ptr, out_ptr, M, H, W, C, O, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -42,6 +70,11 @@ def _conv(x_ptr, w_ptr, out_ptr, M, H, W, C, O, BLOCK_M: tl.constexpr, BLOCK_N: 
              mask=(rm[:, None] < M) & (rn[None, :] < O))
 
 
+@triton.autotune(
+    _configs([(64, 64, 64, 4, 3), (64, 64, 128, 8, 3), (128, 64, 64, 8, 3), (128, 64, 128, 8, 3),
+              (64, 128, 128, 8, 3), (32, 64, 64, 4, 4), (64, 16, 64, 4, 3), (128, 16, 64, 4, 3),
+              (256, 16, 64, 8, 3)], ("BLOCK_M", "BLOCK_C", "BLOCK_N")),
+    key=["M", "C", "O"], prune_configs_by=_fitting({"BLOCK_C": "C", "BLOCK_N": "O"}))
 @triton.jit
 def _weight_grad(x_ptr, g_ptr, out_ptr, M, H, W, C, O, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
                  BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
@@ -80,10 +113,10 @@ def conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     clients, n, h, w, c = x.shape
     o = weight.shape[-1]
     out = torch.empty(clients, n, h, w, o, dtype=x.dtype, device=x.device)
-    block_m, block_n, block_k = 128, 64 if o <= 64 else 128, 16 if c <= 16 else 32
-    grid = (triton.cdiv(n * h * w, block_m), triton.cdiv(o, block_n), clients)
-    _conv[grid](x, weight.to(x.dtype), out, n * h * w, h, w, c, o, block_m, block_n, block_k, _precision(x.dtype),
-                num_warps=4 if block_n == 64 else 8, num_stages=3)
+
+    def grid(meta):
+        return triton.cdiv(n * h * w, meta["BLOCK_M"]), triton.cdiv(o, meta["BLOCK_N"]), clients
+    _conv[grid](x, weight.to(x.dtype), out, n * h * w, h, w, c, o, PRECISION=_precision(x.dtype))
     return out
 
 
@@ -92,8 +125,8 @@ def weight_grad(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     clients, n, h, w, c = x.shape
     o = grad.shape[-1]
     out = torch.empty(clients, 3, 3, c, o, dtype=x.dtype, device=x.device)
-    block_m, block_c, block_n = 64, 16 if c <= 16 else 64, 64 if o <= 64 else 128
-    grid = (9 * triton.cdiv(c, block_c), triton.cdiv(o, block_n), clients)
-    _weight_grad[grid](x, grad.to(x.dtype), out, n * h * w, h, w, c, o, block_m, block_c, block_n,
-                       _precision(x.dtype), num_warps=4 if block_n == 64 else 8, num_stages=3)
+
+    def grid(meta):
+        return 9 * triton.cdiv(c, meta["BLOCK_C"]), triton.cdiv(o, meta["BLOCK_N"]), clients
+    _weight_grad[grid](x, grad.to(x.dtype), out, n * h * w, h, w, c, o, PRECISION=_precision(x.dtype))
     return out
