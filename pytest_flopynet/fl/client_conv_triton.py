@@ -32,15 +32,16 @@ def _configs(blocks: list[tuple[int, int, int, int, int]], names: tuple[str, str
 def _fitting(sizes: dict[str, str]):
     """Drop configurations whose block is larger than its dimension needs (a K block above the
     channels only multiplies zeros; tl.dot needs at least 16). float32 (the GPU tests' exact
-    arithmetic, not the executor's bfloat16) takes the smallest tile alone: its IEEE dot products
-    compiled for 12-38 s per large tile for an H100 on this project's 2-core CPU, 1-4 s per small one."""
-    def size(config):
+    arithmetic, not the executor's bfloat16) takes the smallest tile alone: tuning it would compile
+    and time every tile per layer shape for nothing (its IEEE dot products take 0.5-4 s per tile to
+    compile for an H100 on this project's 2-core CPU)."""
+    def tile(config):
         return sum(config.kwargs.values())
 
     def prune(configs, named_args, **kwargs):
-        need = {block: max(16, triton.next_power_of_2(named_args[size])) for block, size in sizes.items()}
+        need = {block: max(16, triton.next_power_of_2(named_args[dim])) for block, dim in sizes.items()}
         kept = [c for c in configs if all(c.kwargs[block] <= n for block, n in need.items())] or configs
-        return [min(kept, key=size)] if named_args["x_ptr"].dtype == torch.float32 else kept
+        return [min(kept, key=tile)] if named_args["x_ptr"].dtype == torch.float32 else kept
     return {"early_config_prune": prune}
 
 
@@ -60,16 +61,20 @@ def _conv(x_ptr, w_ptr, out_ptr, M, H, W, C, O, BLOCK_M: tl.constexpr, BLOCK_N: 
     x_ptr += client * M * C
     w_ptr += client * 9 * C * O
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for ij in tl.static_range(9):
+    k_blocks = tl.cdiv(C, BLOCK_K)
+    # one loop over (kernel offset, channel block), as Inductor's convolution template does, so that
+    # Triton pipelines the loads of the next step behind the current product (nested loops with 1-2
+    # channel blocks each left nothing to overlap)
+    for t in range(9 * k_blocks):
+        ij = t // k_blocks
+        k = (t % k_blocks) * BLOCK_K + rk
         yy, xx = y + (ij // 3 - 1), x + (ij % 3 - 1)
         inside = (rm < M) & (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
         row = ((n * H + yy) * W + xx) * C
-        for c0 in range(0, C, BLOCK_K):
-            k = c0 + rk
-            a = tl.load(x_ptr + row[:, None] + k[None, :], mask=inside[:, None] & (k[None, :] < C), other=0.0)
-            b = tl.load(w_ptr + (ij * C + k[:, None]) * O + rn[None, :], mask=(k[:, None] < C) & (rn[None, :] < O),
-                        other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        a = tl.load(x_ptr + row[:, None] + k[None, :], mask=inside[:, None] & (k[None, :] < C), other=0.0)
+        b = tl.load(w_ptr + (ij * C + k[:, None]) * O + rn[None, :], mask=(k[:, None] < C) & (rn[None, :] < O),
+                    other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
     tl.store(out_ptr + client * M * O + rm[:, None] * O + rn[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=(rm[:, None] < M) & (rn[None, :] < O))
 
