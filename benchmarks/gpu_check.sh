@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Issue 3's GPU check in one call of the device tool: the batched executor's CUDA-graph and
-# torch.compile paths against the sequential executor (tests), then the seed's GPU workload
-# (bench_fl.py speed: 10 and 100 CNN clients, every executor variant, and a kernel profile).
-# It ran in 186 s on an H100 (2026-11-26; the machine's start adds 30-90 s of device time); the
-# compiled variants come last, so a timeout cuts them off first.
+# Issue 3's GPU check in one call of the device tool: the client kernels against cuDNN and the
+# batched executor's CUDA-graph replays against the sequential executor (tests), then the seed's GPU
+# workload (bench_fl.py speed, 10 and 100 CNN clients).
 #
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=420)
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)
 #
-# Arguments replace the benchmark's default ones, e.g. the compiled variants at 100 clients with
-# kernel profiles (about 90 s):
-#   bash benchmarks/gpu_check.sh --clients 100 --rounds 1 --sequential-up-to 0 --variants 'torch.compile' --profile
+# By default the benchmark runs what is still open: the default CUDA graph, the client-kernel
+# convolutions, torch.compile + CUDA graph and both together, at 10 and 100 clients, 2 timed rounds
+# each, with a kernel profile of the compiled client-kernel step (the sequential, eager and matmul
+# variants were measured on 2026-11-26, README "Executors on a GPU"; `--variants .` runs them all).
+# Not yet run: about 250 s estimated, plus 30-90 s for the machine's start; the compiled variants
+# come last, so a timeout cuts them off first. Arguments replace the default ones, e.g.
+#   bash benchmarks/gpu_check.sh --clients 100 --rounds 1 --sequential-up-to 0 --variants 'client-kernel' --profile
 #
 # The device's python3 (3.12, with torch, numpy, scikit-learn, networkx, PyYAML) lacks jsonschema;
 # .whl (ignored by git) holds it and its needs for that python, fetched here with
@@ -34,5 +36,6 @@ export TRITON_PRINT_AUTOTUNING=1  # the block sizes the client kernels' autotuni
 timeout 150 python3 -m pytest -q -p no:randomly -W ignore::DeprecationWarning tests/test_client_conv.py \
     tests/test_fl_training.py -k "gpu or (cuda_graph and not (compiled and not client))" 2>&1 | tee "$OUT/tests.log"
 args=("$@")
-[ $# -gt 0 ] || args=(--rounds 1 --sequential-up-to 10 --profile)
+[ $# -gt 0 ] || args=(--clients 10 100 --rounds 2 --sequential-up-to 0
+                      --variants '\(default\)|client-kernel|torch.compile \+ CUDA graph$' --profile 'compile.*client-kernel')
 timeout 330 python3 benchmarks/bench_fl.py speed "${args[@]}" 2>&1 | tee "$OUT/bench.log"
