@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 
-from pytest_flopynet.fl.client_conv import ClientConv2d, client_conv3x3, client_convolutions
+from pytest_flopynet.fl.client_conv import (AutocastConv2d, ClientConv2d, autocast_convolutions, client_conv3x3,
+                                           client_convolutions)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the test extra has it)")
@@ -157,3 +158,22 @@ def test_only_3x3_stride_1_padding_1_convolutions_become_client_convolutions():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, stride=2, padding=1),
                                 torch.nn.Conv2d(4, 4, 5, padding=2), torch.nn.Conv2d(4, 4, 3, padding=1, groups=2))
     assert [type(m).__name__ for m in client_convolutions(model)] == ["ClientConv2d", "Conv2d", "Conv2d", "Conv2d"]
+
+
+def test_autocast_misses_a_vmapped_convolution_which_autocast_conv2d_casts_itself():
+    """Under vmap with per-client weights, bfloat16 autocast leaves nn.Conv2d in float32 (if torch
+    starts casting it, AutocastConv2d can go); AutocastConv2d returns bfloat16 within bfloat16's
+    rounding of the float32 result."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1)
+    cast = autocast_convolutions(torch.nn.Sequential(conv))[0]
+    assert type(cast) is AutocastConv2d and type(conv) is torch.nn.Conv2d
+    params = {k: torch.randn(3, *p.shape) for k, p in conv.named_parameters()}
+    x = torch.randn(3, 2, 4, 5, 7)
+
+    def clients(module):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return vmap(lambda p, xb: functional_call(module, p, (xb,)))(params, x)
+    plain, low = clients(conv), clients(cast)
+    assert plain.dtype == torch.float32 and low.dtype == torch.bfloat16
+    assert ((low.float() - plain).norm() / plain.norm()).item() < 1e-2

@@ -174,6 +174,20 @@ def test_the_compiled_step_with_client_kernel_convolutions_equals_the_sequential
     assert len(calls) == 2 * (14 + 6 + 3)
 
 
+@pytest.mark.parametrize("convolutions", ["grouped", "matmul", "client_kernel"])
+def test_under_mixed_precision_every_convolution_computes_in_bfloat16(convolutions):
+    """bfloat16 autocast on the CPU, hooks on the step model's convolutions: each returns bfloat16
+    (under vmap autocast alone would leave them in float32)."""
+    model, g, tasks, settings = executor_case("cnn", {"hidden_layers": [8, 16]}, (3, 16, 16), 0.0)
+    batched = BatchedExecutor(model, device="cpu", mixed_precision=True, convolutions=convolutions, **settings)
+    dtypes = []
+    for module in batched.step_model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    batched.train(g, tasks[:2])
+    assert len(dtypes) >= 2 and set(dtypes) == {torch.bfloat16}
+
+
 def test_an_unknown_convolution_kind_is_refused():
     with pytest.raises(ValueError, match="convolutions must be one of grouped, matmul, client_kernel, not 'fft'"):
         BatchedExecutor(build_model("mlp", {}, (8, 8), 10), device="cpu", convolutions="fft", local_epochs=1,

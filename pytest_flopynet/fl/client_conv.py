@@ -1,5 +1,9 @@
-"""Per-client 3x3 convolutions for the batched executor: every client's own weights, all clients in
-one kernel launch.
+"""Convolutions of many clients at once under the batched executor's vmap: every client's own weights,
+in the precision autocast asks for, and the 3x3 ones in one kernel launch for all clients.
+
+Autocast does not reach a convolution under vmap (torch 2.13: vmap(F.conv2d) inside a bfloat16
+autocast region returns float32, while vmap(F.linear) returns bfloat16), so the executor's
+convolutions cast their inputs themselves (`AutocastConv2d`, `autocast_inputs`).
 
 Under vmap a per-client nn.Conv2d becomes a grouped convolution, and cuDNN computes a grouped
 convolution's gradients with one small kernel per client plus layout conversions: at 100 clients on
@@ -19,8 +23,36 @@ torch.autograd.grad around the vmapped forward pass.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
+
+
+def autocast_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """A convolution's inputs in the autocast dtype where autocast is on (as autocast casts conv2d's
+    inputs outside vmap), else unchanged."""
+    if not torch.is_autocast_enabled(x.device.type):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(x.device.type)
+    return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+
+
+class AutocastConv2d(nn.Conv2d):
+    """nn.Conv2d that honours autocast under vmap too."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return super()._conv_forward(*autocast_inputs(x, weight, bias))
+
+
+def autocast_convolutions(model: nn.Module) -> nn.Module:
+    """A copy of model whose plain nn.Conv2d modules are AutocastConv2d (same parameter names)."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            module.__class__ = AutocastConv2d
+    return model
+
 
 def _conv_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The grouped convolution that the Triton kernel computes."""
@@ -107,9 +139,7 @@ class ClientConv2d(nn.Conv2d):
     convolution of a layer is one kernel launch."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if torch.is_autocast_enabled(x.device.type):  # custom ops are not autocast: cast as conv2d would
-            dtype = torch.get_autocast_dtype(x.device.type)
-            x, weight, bias = x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+        x, weight, bias = autocast_inputs(x, weight, bias)  # neither are custom operators autocast
         out = client_conv3x3(x.permute(0, 2, 3, 1).unsqueeze(0), weight.permute(2, 3, 1, 0).unsqueeze(0))[0]
         if bias is not None:
             out = out + bias
@@ -125,7 +155,6 @@ def fits(conv: nn.Module) -> bool:
 def client_convolutions(model: nn.Module) -> nn.Module:
     """A copy of model whose 3x3, stride-1, padding-1 convolutions are ClientConv2d (same parameter
     names, so the executor's parameters fit it)."""
-    import copy
     model = copy.deepcopy(model)
     for module in model.modules():
         if fits(module):

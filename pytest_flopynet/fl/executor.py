@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from .client_conv import client_convolutions
+from .client_conv import autocast_convolutions, autocast_inputs, client_convolutions
 
 
 @dataclass
@@ -132,8 +132,9 @@ class BatchedExecutor:
         self.client_multiple = client_multiple
         if convolutions not in _CONVOLUTIONS:
             raise ValueError(f"convolutions must be one of {', '.join(_CONVOLUTIONS)}, not {convolutions!r}")
-        # the module the step calls: the model, or a copy whose convolutions run as `convolutions` says
-        self.step_model = _CONVOLUTIONS[convolutions](model)
+        # the module the step calls: a copy whose convolutions run as `convolutions` says, every one
+        # in autocast's precision (autocast does not reach convolutions under vmap by itself)
+        self.step_model = autocast_convolutions(_CONVOLUTIONS[convolutions](model))
         if cuda:
             torch.backends.cudnn.benchmark = True
         self._steps: dict[tuple, _GroupStep] = {}  # by shape; a few, each holding its buffers (and graph)
@@ -269,6 +270,7 @@ class MatmulConv2d(nn.Conv2d):
     bfloat16 rows off the tensor cores' 16-byte alignment)."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        x, weight, bias = autocast_inputs(x, weight, bias)  # columns and product in autocast's precision
         if isinstance(self.padding, str) or self.groups != 1:  # "same" / "valid", groups: left to the convolution
             return super()._conv_forward(x, weight, bias)
         if self.padding_mode != "zeros":
@@ -279,8 +281,6 @@ class MatmulConv2d(nn.Conv2d):
         n, c, h, w = x.shape
         (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
         out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        if torch.is_autocast_enabled(x.device.type):  # columns in the product's precision: half the bytes
-            x = x.to(torch.get_autocast_dtype(x.device.type))
         x = nn.functional.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # [n, h, w, c], zero-padded
         windows = [x[:, i * dh:i * dh + (out_h - 1) * sh + 1:sh, j * dw:j * dw + (out_w - 1) * sw + 1:sw]
                    for i in range(kh) for j in range(kw)]
