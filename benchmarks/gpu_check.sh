@@ -28,6 +28,10 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi -L
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn",
     torch.backends.cudnn.version(), torch.cuda.get_device_name())'
+# does CUDA autocast reach a vmapped convolution? (on the CPU it does not; README, "Correction")
+python3 -c 'import torch; x, w = torch.randn(2, 4, 3, 8, 8, device="cuda"), torch.randn(2, 5, 3, 3, 3, device="cuda")
+with torch.autocast("cuda", dtype=torch.bfloat16):
+    print("vmap(conv2d) under CUDA bfloat16 autocast returns", torch.vmap(torch.nn.functional.conv2d)(x, w).dtype)'
 # the client kernels against cuDNN, then the GPU replays against the sequential executor (graph,
 # matmul-graph, client-kernel-graph, client-kernel-compiled-graph; the CPU equalities run in CI, and
 # the other compiled graph is checked by the benchmark, which prints each variant's distance from

@@ -174,12 +174,14 @@ def test_the_compiled_step_with_client_kernel_convolutions_equals_the_sequential
     assert len(calls) == 2 * (14 + 6 + 3)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))], ids=["cpu", "gpu"])
 @pytest.mark.parametrize("convolutions", ["grouped", "matmul", "client_kernel"])
-def test_under_mixed_precision_every_convolution_computes_in_bfloat16(convolutions):
-    """bfloat16 autocast on the CPU, hooks on the step model's convolutions: each returns bfloat16
-    (under vmap autocast alone would leave them in float32)."""
+def test_under_mixed_precision_every_convolution_computes_in_bfloat16(convolutions, device):
+    """bfloat16 autocast, hooks on the step model's convolutions: each returns bfloat16 (under vmap
+    autocast alone leaves them in float32 on the CPU)."""
     model, g, tasks, settings = executor_case("cnn", {"hidden_layers": [8, 16]}, (3, 16, 16), 0.0)
-    batched = BatchedExecutor(model, device="cpu", mixed_precision=True, convolutions=convolutions, **settings)
+    batched = BatchedExecutor(model, device=device, mixed_precision=True, convolutions=convolutions, **settings)
     dtypes = []
     for module in batched.step_model.modules():
         if isinstance(module, torch.nn.Conv2d):
