@@ -1,7 +1,7 @@
 """Convolutions of many clients at once under the batched executor's vmap: every client's own weights,
 in the precision autocast asks for, and the 3x3 ones in one kernel launch for all clients.
 
-Autocast does not reach a convolution under vmap (torch 2.13: vmap(F.conv2d) inside a bfloat16
+Autocast does not reach a convolution under vmap (torch 2.13 on the CPU: vmap(F.conv2d) inside a bfloat16
 autocast region returns float32, while vmap(F.linear) returns bfloat16), so the executor's
 convolutions cast their inputs themselves (`AutocastConv2d`, `autocast_inputs`).
 
