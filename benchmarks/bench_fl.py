@@ -122,7 +122,8 @@ def variants(dev: torch.device, compile_cpu: bool, convolutional: bool):
 
 def profile(executor, g, tasks) -> None:
     """Where a batched step's time goes: the CUDA kernels of 10 steps of every client, run by the
-    timed executor (compiled as it was) without its CUDA graphs, so the profiler names each kernel."""
+    timed executor (compiled as it was) without its CUDA graphs, so the profiler names each kernel;
+    then the client-kernel operators' device time per layer shape (their kernels share one name)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as profiler
     for step in executor._steps.values():
@@ -130,10 +131,14 @@ def profile(executor, g, tasks) -> None:
     short = [LocalTask(t.client, t.x, t.y, t.seed, max_steps=10) for t in tasks]
     executor.train(g, short)
     torch.cuda.synchronize()
-    with profiler(activities=[ProfilerActivity.CUDA]) as prof:
+    with profiler(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
         executor.train(g, short)
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=70))
+    print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=15, max_name_column_width=70))
+    for op in prof.key_averages(group_by_input_shape=True):
+        if op.key.startswith("flopynet::"):
+            print(f"  {op.key:<38} inputs {op.input_shapes}: {op.count} calls, "
+                  f"{op.device_time_total / 1e3:.1f} ms on the device")
 
 
 def speed(args) -> None:
