@@ -17,77 +17,56 @@ from pytest_flopynet.fl.client_conv import (AutocastConv2d, ClientConv2d, autoca
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the test extra has it)")
 def test_the_triton_kernels_equal_grouped_convolutions():
-    """In a subprocess with TRITON_INTERPRET=1 (Triton reads it when the kernels are defined):
-    odd sizes that leave partial tiles, in-channels below, at and above a block, one to three
-    clients. Both sides in float32; the kernels accumulate in another order, hence 1e-4."""
+    """In a subprocess with TRITON_INTERPRET=1 (Triton reads it when the kernels are defined), every
+    autotuning configuration, packed or not: odd sizes that leave partial tiles, in-channels below,
+    at and above a block, one to three clients. Both sides in float32; the kernels accumulate in
+    another order, hence 1e-4."""
     script = textwrap.dedent("""
         import torch
         from pytest_flopynet.fl import client_conv_triton as kernels
         from pytest_flopynet.fl.client_conv import _conv_reference, _weight_grad_reference
         torch.manual_seed(0)
+        runs = 0
         for clients, n, h, w, c, o in [(2, 3, 5, 7, 3, 8), (3, 2, 4, 4, 20, 70), (1, 1, 3, 2, 33, 130), (2, 2, 6, 6, 16, 64)]:
             x, weight = torch.randn(clients, n, h, w, c), torch.randn(clients, 3, 3, c, o)
             g = torch.randn(clients, n, h, w, o)
-            for name, got, want in [("conv", kernels.conv(x, weight), _conv_reference(x, weight)),
-                                    ("weight_grad", kernels.weight_grad(x, g), _weight_grad_reference(x, g))]:
-                assert got.shape == want.shape, (name, got.shape, want.shape)
-                error = ((got - want).norm() / want.norm()).item()
-                assert error < 1e-4, (name, clients, n, h, w, c, o, error)
-        print("kernels agree")
+            cases = [("conv", kernels.conv, (x, weight), _conv_reference(x, weight), kernels.CONV_BLOCKS, kernels.CONV_NAMES),
+                     ("weight_grad", kernels.weight_grad, (x, g), _weight_grad_reference(x, g),
+                      kernels.WEIGHT_GRAD_BLOCKS, kernels.WEIGHT_GRAD_NAMES)]
+            for name, kernel, args, want, blocks, names in cases:
+                for block in blocks:
+                    got = kernel(*args, block=kernels.config(block, names))
+                    assert got.shape == want.shape, (name, got.shape, want.shape)
+                    error = ((got - want).norm() / want.norm()).item()
+                    assert error < 1e-4, (name, block, clients, n, h, w, c, o, error)
+                    runs += 1
+        print("kernels agree in", runs, "runs")
     """)
     env = dict(os.environ, TRITON_INTERPRET="1")
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "kernels agree" in run.stdout
+    assert "kernels agree in 68 runs" in run.stdout  # 4 shapes x (9 + 8) configurations
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the test extra has it)")
 def test_autotuning_tries_only_blocks_a_layer_can_fill():
     """The seed's first layer (3 in-channels, 64 out) and its last (128 in, 256 out): a K block above
-    the in-channels (rounded up to a power of two, at least 16) or an N block above the out-channels
-    is never benchmarked."""
+    the in-channels (rounded up to a power of two, at least 16; 9 x in-channels for a packed tile)
+    or an N block above the out-channels is never benchmarked, and packed tiles only where the
+    channels are fewer than 16."""
     from pytest_flopynet.fl.client_conv_triton import _conv, _weight_grad
     bf16, fp32 = torch.empty(0, dtype=torch.bfloat16), torch.empty(0)
     for kernel, k_block, n_block in [(_conv, "BLOCK_K", "BLOCK_N"), (_weight_grad, "BLOCK_C", "BLOCK_N")]:
         prune = kernel.early_config_prune
         first = prune(kernel.configs, {"x_ptr": bf16, "M": 32 * 32 * 32, "C": 3, "O": 64})
-        assert len(first) == 2 and all(c.kwargs[k_block] == 16 and c.kwargs[n_block] <= 64 for c in first)
+        assert sorted((c.kwargs["PACKED"], c.kwargs[k_block]) for c in first) == [(0, 16), (0, 16), (1, 32), (1, 32)]
+        assert all(c.kwargs[n_block] <= 64 for c in first)
         last = prune(kernel.configs, {"x_ptr": bf16, "M": 32 * 8 * 8, "C": 128, "O": 256})
-        assert last == kernel.configs  # every block fits
-        assert len({c.kwargs[k_block] for c in kernel.configs}) >= 2
+        assert last == [c for c in kernel.configs if not c.kwargs["PACKED"]]  # every unpacked block fits
+        assert len({c.kwargs[k_block] for c in last}) >= 2
         # float32: one configuration, the smallest tile
         (exact,) = prune(kernel.configs, {"x_ptr": fp32, "M": 32 * 8 * 8, "C": 128, "O": 256})
-        assert sum(exact.kwargs.values()) == min(sum(c.kwargs.values()) for c in kernel.configs)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the compiled Triton kernels run on a GPU only")
-def test_the_autotuned_kernels_on_a_gpu_equal_grouped_convolutions():
-    """The seed's three layers (3->64 at 32x32, 64->128 at 16x16, 128->256 at 8x8; 2 clients of 32
-    images, the benchmark's block of work per client), each kernel autotuned, in bfloat16: the
-    forward pass, the input gradient (the forward kernel on the flipped, transposed weights) and the
-    weight gradient against cuDNN's grouped convolutions in float32 (TF32 off) of the same rounded
-    inputs. What differs is the order of summation and the bfloat16 result (8 bits), hence 1e-2;
-    a wrong index is off by far more."""
-    from pytest_flopynet.fl import client_conv_triton as kernels
-    from pytest_flopynet.fl.client_conv import _conv_reference, _weight_grad_reference
-    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        torch.manual_seed(0)
-        for c, o, size in [(3, 64, 32), (64, 128, 16), (128, 256, 8)]:
-            x = torch.randn(2, 32, size, size, c, device="cuda", dtype=torch.bfloat16)
-            weight = torch.randn(2, 3, 3, c, o, device="cuda", dtype=torch.bfloat16)
-            g = torch.randn(2, 32, size, size, o, device="cuda", dtype=torch.bfloat16)
-            flipped = weight.flip(1, 2).transpose(3, 4).contiguous()
-            for name, got, want in [
-                    ("conv", kernels.conv(x, weight), _conv_reference(x.float(), weight.float())),
-                    ("input grad", kernels.conv(g, flipped), _conv_reference(g.float(), flipped.float())),
-                    ("weight grad", kernels.weight_grad(x, g), _weight_grad_reference(x.float(), g.float()))]:
-                assert got.dtype == torch.bfloat16 and got.shape == want.shape, name
-                error = ((got.float() - want).norm() / want.norm()).item()
-                assert error < 1e-2, (name, c, o, error)
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        assert sum(exact.kwargs.values()) == min(sum(c.kwargs.values()) for c in last)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the test extra has it)")
