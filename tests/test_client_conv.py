@@ -93,6 +93,36 @@ def test_every_autotuning_configuration_compiles_for_an_h100():
             assert ".target sm_90" in compiled.asm["ptx"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the compiled Triton kernels run on a GPU only")
+def test_the_autotuned_kernels_on_a_gpu_equal_grouped_convolutions():
+    """The seed's three layers (3->64 at 32x32, 64->128 at 16x16, 128->256 at 8x8; 2 clients of 32
+    images, the benchmark's block of work per client), each kernel autotuned, in bfloat16: the
+    forward pass, the input gradient (the forward kernel on the flipped, transposed weights) and the
+    weight gradient against cuDNN's grouped convolutions in float32 (TF32 off) of the same rounded
+    inputs. What differs is the order of summation and the bfloat16 result (8 bits), hence 1e-2;
+    a wrong index is off by far more."""
+    from pytest_flopynet.fl import client_conv_triton as kernels
+    from pytest_flopynet.fl.client_conv import _conv_reference, _weight_grad_reference
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        torch.manual_seed(0)
+        for c, o, size in [(3, 64, 32), (64, 128, 16), (128, 256, 8)]:
+            x = torch.randn(2, 32, size, size, c, device="cuda", dtype=torch.bfloat16)
+            weight = torch.randn(2, 3, 3, c, o, device="cuda", dtype=torch.bfloat16)
+            g = torch.randn(2, 32, size, size, o, device="cuda", dtype=torch.bfloat16)
+            flipped = weight.flip(1, 2).transpose(3, 4).contiguous()
+            for name, got, want in [
+                    ("conv", kernels.conv(x, weight), _conv_reference(x.float(), weight.float())),
+                    ("input grad", kernels.conv(g, flipped), _conv_reference(g.float(), flipped.float())),
+                    ("weight grad", kernels.weight_grad(x, g), _weight_grad_reference(x.float(), g.float()))]:
+                assert got.dtype == torch.bfloat16 and got.shape == want.shape, name
+                error = ((got.float() - want).norm() / want.norm()).item()
+                assert error < 1e-2, (name, c, o, error)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
 def test_the_reference_operator_is_the_per_client_convolution():
     """client_conv3x3 off CUDA, checked against each client's own F.conv2d (NCHW)."""
     torch.manual_seed(0)
