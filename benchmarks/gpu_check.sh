@@ -3,14 +3,15 @@
 # batched executor's CUDA-graph replays against the sequential executor (tests), then the seed's GPU
 # workload (bench_fl.py speed, 10 and 100 CNN clients).
 #
-#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=540)
+#   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=570)
 #
 # By default the benchmark runs what is still open: the default CUDA graph, the client-kernel
 # convolutions, torch.compile + CUDA graph and both together, at 10 and 100 clients, 2 timed rounds
 # each, with a kernel profile of the compiled client-kernel step (the sequential, eager and matmul
 # variants were measured on 2026-11-26, README "Executors on a GPU"; `--variants .` runs them all).
-# Not yet run: about 250 s estimated, plus 30-90 s for the machine's start; the compiled variants
-# come last, so a timeout cuts them off first. Arguments replace the default ones, e.g.
+# Not yet run: about 250-400 s estimated (tests at most 200 s, benchmark at most 330 s), plus 30-90 s
+# for the machine's start; the compiled variants come last, so a timeout cuts them off first.
+# Arguments replace the default ones, e.g.
 #   bash benchmarks/gpu_check.sh --clients 100 --rounds 1 --sequential-up-to 0 --variants 'client-kernel' --profile
 #
 # The device's python3 (3.12, with torch, numpy, scikit-learn, networkx, PyYAML) lacks jsonschema;
@@ -37,7 +38,7 @@ with torch.autocast("cuda", dtype=torch.bfloat16):
 # the other compiled graph is checked by the benchmark, which prints each variant's distance from
 # the first variant's model)
 export TRITON_PRINT_AUTOTUNING=1  # the block sizes the client kernels' autotuning picks, in the logs
-timeout 150 python3 -m pytest -q -p no:randomly -W ignore::DeprecationWarning tests/test_client_conv.py \
+timeout 200 python3 -m pytest -q -p no:randomly -W ignore::DeprecationWarning tests/test_client_conv.py \
     tests/test_fl_training.py -k "gpu or (cuda_graph and not (compiled and not client))" 2>&1 | tee "$OUT/tests.log"
 args=("$@")
 [ $# -gt 0 ] || args=(--clients 10 100 --rounds 2 --sequential-up-to 0
