@@ -166,7 +166,8 @@ def test_torch_func_grad_cannot_differentiate_them():
 def test_only_3x3_stride_1_padding_1_convolutions_become_client_convolutions():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, stride=2, padding=1),
                                 torch.nn.Conv2d(4, 4, 5, padding=2), torch.nn.Conv2d(4, 4, 3, padding=1, groups=2))
-    assert [type(m).__name__ for m in client_convolutions(model)] == ["ClientConv2d", "Conv2d", "Conv2d", "Conv2d"]
+    assert [type(m).__name__ for m in client_convolutions(model)] == ["ClientConv2d", "AutocastConv2d",
+                                                                      "AutocastConv2d", "AutocastConv2d"]
 
 
 def test_autocast_misses_a_vmapped_convolution_which_autocast_conv2d_casts_itself():

@@ -45,13 +45,19 @@ class AutocastConv2d(nn.Conv2d):
         return super()._conv_forward(*autocast_inputs(x, weight, bias))
 
 
-def autocast_convolutions(model: nn.Module) -> nn.Module:
-    """A copy of model whose plain nn.Conv2d modules are AutocastConv2d (same parameter names)."""
+def converted(model: nn.Module, kind) -> nn.Module:
+    """A copy of model whose plain nn.Conv2d modules take the class kind(module) (same parameter
+    names, so the executor's parameters fit it)."""
     model = copy.deepcopy(model)
     for module in model.modules():
         if type(module) is nn.Conv2d:
-            module.__class__ = AutocastConv2d
+            module.__class__ = kind(module)
     return model
+
+
+def autocast_convolutions(model: nn.Module) -> nn.Module:
+    """A copy of model whose convolutions are AutocastConv2d."""
+    return converted(model, lambda conv: AutocastConv2d)
 
 
 def _conv_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -139,7 +145,7 @@ class ClientConv2d(nn.Conv2d):
     convolution of a layer is one kernel launch."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        x, weight, bias = autocast_inputs(x, weight, bias)  # neither are custom operators autocast
+        x, weight, bias = autocast_inputs(x, weight, bias)  # autocast does not cast custom operators either
         out = client_conv3x3(x.permute(0, 2, 3, 1).unsqueeze(0), weight.permute(2, 3, 1, 0).unsqueeze(0))[0]
         if bias is not None:
             out = out + bias
@@ -153,11 +159,7 @@ def fits(conv: nn.Module) -> bool:
 
 
 def client_convolutions(model: nn.Module) -> nn.Module:
-    """A copy of model whose 3x3, stride-1, padding-1 convolutions are ClientConv2d (same parameter
-    names, so the executor's parameters fit it)."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if fits(module):
-            module.__class__ = ClientConv2d
-    return model
+    """A copy of model whose 3x3, stride-1, padding-1 convolutions are ClientConv2d and whose other
+    convolutions are AutocastConv2d."""
+    return converted(model, lambda conv: ClientConv2d if fits(conv) else AutocastConv2d)
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from .client_conv import autocast_convolutions, autocast_inputs, client_convolutions
+from .client_conv import AutocastConv2d, autocast_convolutions, autocast_inputs, client_convolutions, converted
 
 
 @dataclass
@@ -134,7 +134,7 @@ class BatchedExecutor:
             raise ValueError(f"convolutions must be one of {', '.join(_CONVOLUTIONS)}, not {convolutions!r}")
         # the module the step calls: a copy whose convolutions run as `convolutions` says, every one
         # in autocast's precision (autocast does not reach convolutions under vmap by itself)
-        self.step_model = autocast_convolutions(_CONVOLUTIONS[convolutions](model))
+        self.step_model = _CONVOLUTIONS[convolutions](model)
         if cuda:
             torch.backends.cudnn.benchmark = True
         self._steps: dict[tuple, _GroupStep] = {}  # by shape; a few, each holding its buffers (and graph)
@@ -294,14 +294,9 @@ class MatmulConv2d(nn.Conv2d):
 
 
 def matmul_convolutions(model: nn.Module) -> nn.Module:
-    """A copy of model whose ungrouped 2-D convolutions are MatmulConv2d (same parameter names, so the
-    executor's parameters fit it)."""
-    import copy
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if type(module) is nn.Conv2d and module.groups == 1:
-            module.__class__ = MatmulConv2d
-    return model
+    """A copy of model whose ungrouped 2-D convolutions are MatmulConv2d and whose grouped ones are
+    AutocastConv2d."""
+    return converted(model, lambda conv: MatmulConv2d if conv.groups == 1 else AutocastConv2d)
 
 
 def to_host(flat: torch.Tensor) -> torch.Tensor:
@@ -390,4 +385,4 @@ class AutoExecutor:
         return self.sequential.train(global_params, tasks)
 
 
-_CONVOLUTIONS = {"grouped": lambda model: model, "matmul": matmul_convolutions, "client_kernel": client_convolutions}
+_CONVOLUTIONS = {"grouped": autocast_convolutions, "matmul": matmul_convolutions, "client_kernel": client_convolutions}
