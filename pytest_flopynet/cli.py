@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 from .errors import FlopynetError, UnavailableError
+from .fl import EXECUTORS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -105,7 +106,8 @@ def cmd_run(args) -> int:
     options = {k: v for k, v in (("time_scale", args.time_scale), ("gns3_url", args.gns3_url),
                                  ("gns3_templates", args.gns3_templates), ("gns3_keep", args.gns3_keep)) if v}
     runner = Scenario(config, seed=seed, backend=args.backend, source=found.source, reports_dir=reports,
-                      data_dir=Path(args.data_dir) if args.data_dir else None, backend_options=options)
+                      data_dir=Path(args.data_dir) if args.data_dir else None, backend_options=options,
+                      executor=args.executor)
     progress = None if args.quiet else Progress(config)
     runner.on_round_end = progress
     wall = time.perf_counter()
@@ -236,6 +238,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", help="folder holding local data sets (CIFAR, MNIST)")
     r.add_argument("--threads", type=int, help="torch threads (default: all cores; pytest uses 1 per test, "
                                                "and the same thread count gives the same metrics)")
+    r.add_argument("--executor", choices=list(EXECUTORS), default="auto",
+                   help="how clients train: " + "; ".join(f"{k}: {v}" for k, v in EXECUTORS.items()))
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.add_argument("--backend", choices=["sim", "netns", "gns3"])
     r.add_argument("--time-scale", type=float, help="real backends: scenario seconds per real second (default 1)")

@@ -83,7 +83,8 @@ def fl_cluster(scenario_config, flopynet_seed, request):
     seed = scenario_config.seed if scenario_config.seed is not None else flopynet_seed
     data_dir = option(request.config, "data_dir")
     try:
-        return FLCluster(scenario_config, seed, Path(data_dir) if data_dir else None)
+        return FLCluster(scenario_config, seed, Path(data_dir) if data_dir else None,
+                         executor=option(request.config, "executor"))
     except UnavailableError as exc:
         pytest.skip(str(exc))
     except FlopynetError as exc:

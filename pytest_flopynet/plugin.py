@@ -11,6 +11,7 @@ import pytest
 from .analysis.compare import format_table
 from .discovery import CLASS_FILE, FAMILIES, FOLDER_FILES, is_scenario_file, load_config, load_source, resolve_scenario
 from .errors import FlopynetError, UnavailableError
+from .fl import EXECUTORS
 from .report import allure
 from .testrun import finish, make_scenario, option, reports_root, run_seed, write_falsifying
 
@@ -49,6 +50,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "backend, else sim)", ""),
         ("reports", "folder for each scenario's results, metrics and plots", "reports"),
         ("data_dir", "folder holding local data sets (CIFAR, MNIST)", ""),
+        ("executor", "how clients train: " + "; ".join(f"{k}: {v}" for k, v in EXECUTORS.items()), "auto"),
         ("threads", "torch threads each test trains with (the same for every -n, so metrics are too)", "1"),
         ("time_scale", "real backends (netns, gns3): scenario seconds per real second (default 1)", ""),
         ("gns3_url", "GNS3 server for the gns3 backend (default: the scenario's gns3_template url, "
@@ -72,6 +74,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{family}: {text}")
     config.addinivalue_line("markers", "ci_size: a scenario's CI-size variant (offline data, minutes)")
     config.addinivalue_line("markers", "full_size: a scenario at the original documentation's size")
+    executor = option(config, "executor")
+    if executor not in EXECUTORS:
+        raise pytest.UsageError(f"--flopynet-executor / ini flopynet_executor: {executor!r} is not one of "
+                                f"{', '.join(EXECUTORS)}")
     config.pluginmanager.register(SummaryReporter(config), "flopynet-summary")
     if allure.enabled(config):
         config.pluginmanager.register(allure.AllureSteps(), "flopynet-allure")
@@ -82,7 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return (f"flopynet: seed={run_seed(config)} backend={option(config, 'backend') or 'sim'} "
-            f"reports={reports_root(config)}")
+            f"executor={option(config, 'executor')} reports={reports_root(config)}")
 
 
 def _add_tags(item: pytest.Item, tags) -> None:

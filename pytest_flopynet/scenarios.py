@@ -84,16 +84,17 @@ class ScenarioRunner:
     """Runs scenarios by name, file or config in worker threads and answers for them by id.
 
     search: folders whose scenarios/ hold named scenarios (default: the current folder);
-    reports: where each run's folder goes (None: write nothing); seed, backend, data_dir: as for
-    `flopynet run`; size "ci" (default: $FLOPYNET_SCENARIO_SIZE, else full) makes built-in names mean
+    reports: where each run's folder goes (None: write nothing); seed, backend, data_dir, executor:
+    as for `flopynet run`; size "ci" (default: $FLOPYNET_SCENARIO_SIZE, else full) makes built-in names mean
     their CI-size variants; status_callbacks: called with the execution on every state change."""
 
     def __init__(self, search: list[Path] | None = None, *, reports: Path | str | None = "reports", seed: int = 0,
                  backend: str | None = None, data_dir: Path | None = None,
-                 size: str | None = None, status_callbacks: list[Callable] | None = None, max_parallel: int = 1):
+                 size: str | None = None, status_callbacks: list[Callable] | None = None, max_parallel: int = 1,
+                 executor: str = "auto"):
         self.search = [Path(p) for p in (search or [Path.cwd()])]
         self.reports = Path(reports) if reports else None
-        self.seed, self.backend, self.data_dir, self.size = seed, backend, data_dir, size
+        self.seed, self.backend, self.data_dir, self.size, self.executor = seed, backend, data_dir, size, executor
         self.status_callbacks = list(status_callbacks or [])
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="flopynet")
         self._runs: dict[str, _Run] = {}
@@ -122,7 +123,8 @@ class ScenarioRunner:
             scenario_id = f"{scenario.config.name}-{next(self._ids)}"
         seed = scenario.config.seed if scenario.config.seed is not None else self.seed
         engine = Scenario(scenario.config, seed=seed, backend=self.backend, source=scenario.source,
-                          reports_dir=self.reports / scenario_id if self.reports else None, data_dir=self.data_dir)
+                          reports_dir=self.reports / scenario_id if self.reports else None, data_dir=self.data_dir,
+                          executor=self.executor)
         engine.status_callbacks.extend(self.status_callbacks)
         future = self._pool.submit(scenario.execute_on, engine)
         self._runs[scenario_id] = _Run(scenario_id, scenario, engine, future)

@@ -72,7 +72,8 @@ def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, 
                     source=source, reports_dir=report_folder(config, nodeid),
                     data_dir=Path(data_dir) if data_dir else None,
                     on_event=config.hook.pytest_flopynet_event, on_round_end=config.hook.pytest_flopynet_round_end,
-                    worker=worker_id(config), backend_options=backend_options(config), **parts)
+                    worker=worker_id(config), backend_options=backend_options(config),
+                    executor=option(config, "executor"), **parts)
 
 
 def gates_for(config: pytest.Config, scenario: ScenarioConfig, markers=()) -> list:

@@ -17,6 +17,34 @@ def test_fedavg_is_the_sample_weighted_mean():
     assert torch.allclose(aggregate("fedavg", updates, [1, 1, 2]), torch.tensor([4.5, 27.5]))
 
 
+def test_the_rules_are_one_plain_function_of_the_fl_package():
+    """Issue 3 names it pytest_flopynet.fl.aggregate(method, updates, weights, **parameters)."""
+    import pytest_flopynet.fl as fl
+    updates = [torch.tensor([1.0, 5.0]), torch.tensor([2.0, -4.0]), torch.tensor([9.0, 6.0])]
+    assert fl.aggregate is aggregate
+    assert torch.equal(fl.aggregate("median", updates, [1, 1, 1]), torch.tensor([2.0, 5.0]))
+
+
+def test_executors_by_name_and_their_clear_errors(tiny_config):
+    """The names --flopynet-executor takes; batched ones refuse BatchNorm models (vmap cannot update
+    running statistics) where auto falls back to the sequential executor."""
+    from torch import nn
+
+    from pytest_flopynet.fl.executor import AutoExecutor, BatchedExecutor, SequentialExecutor, make_executor
+    settings = dict(local_epochs=1, batch_size=8, learning_rate=0.1)
+    mlp = build_model("mlp", {"hidden_layers": [8]}, (64,), 10)
+    made = {kind: make_executor(kind, mlp, **settings) for kind in ("auto", "sequential", "batched", "compiled")}
+    assert [type(e) for e in made.values()] == [AutoExecutor, SequentialExecutor, BatchedExecutor, BatchedExecutor]
+    assert (made["batched"].compile, made["compiled"].compile, made["compiled"].client_multiple) == (False, True, 8)
+    with pytest.raises(FlopynetError, match="executor 'fast' is not one of auto, sequential, batched, compiled"):
+        make_executor("fast", mlp, **settings)
+    normed = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    assert make_executor("auto", normed, **settings).batched is None
+    with pytest.raises(FlopynetError, match="executor 'compiled' cannot train Sequential: its BatchNorm layers"):
+        make_executor("compiled", normed, **settings)
+    assert isinstance(FLCluster(tiny_config(), seed=1, executor="sequential").executor, SequentialExecutor)
+
+
 def test_an_unknown_or_stateful_rule_is_a_clear_error():
     with pytest.raises(FlopynetError, match="unknown method 'fedsgd'"):
         aggregate("fedsgd", [torch.zeros(2)], [1])

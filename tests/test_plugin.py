@@ -50,7 +50,8 @@ def test_scenario_files_are_collected_and_run(project):
 
 def test_seed_is_in_the_header(project):
     scenario_file(project, "a.scenario.yaml")
-    project.runpytest_subprocess("--flopynet-seed", "42").stdout.fnmatch_lines(["flopynet: seed=42 backend=sim reports=*"])
+    result = project.runpytest_subprocess("--flopynet-seed", "42")
+    result.stdout.fnmatch_lines(["flopynet: seed=42 backend=sim executor=auto reports=*"])
 
 
 def test_a_failing_gate_names_every_gate_and_the_command_line_relaxes_it(project):
@@ -171,6 +172,47 @@ def test_parametrised_event_fixtures_give_one_test_per_value(project):
     result = project.runpytest_subprocess("test_param.py", "-v")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_latency[[]calm[]] PASSED*", "*test_latency[[]slow[]] PASSED*"])
+
+
+def test_the_executor_option_chooses_how_clients_train(project):
+    """--flopynet-executor, or the ini key, reaches every cluster (collected scenario files and the
+    fl_cluster fixture alike) and the header; the executors agree on the metrics; a name that is no
+    executor is one usage error."""
+    scenario_file(project, "scenarios/tiny/scenario.yaml")
+    project.makeconftest(textwrap.dedent("""
+        import pytest_flopynet.fl.cluster as cluster
+
+        made = cluster.make_executor
+
+        def spy(kind, model, **settings):
+            executor = made(kind, model, **settings)
+            print(f"EXECUTOR {kind} {type(executor).__name__} compile={getattr(executor, 'compile', None)}")
+            return executor
+
+        cluster.make_executor = spy
+    """))
+    project.makepyfile(test_ex=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.scenario("tiny")
+        def test_accuracy(scenario):
+            print(f"ACCURACY {scenario.run().summary['final_accuracy']:.6f}")
+    """))
+    accuracies = set()
+    for args, line in [((), "EXECUTOR auto AutoExecutor compile=None"),
+                       (("--flopynet-executor", "sequential"), "EXECUTOR sequential SequentialExecutor compile=None"),
+                       (("-o", "flopynet_executor=compiled"), "EXECUTOR compiled BatchedExecutor compile=True")]:
+        result = project.runpytest_subprocess("-s", "-p", "no:randomly", *args)
+        result.assert_outcomes(passed=2)
+        kind = line.split()[1]
+        result.stdout.fnmatch_lines([f"flopynet: * executor={kind} *"])
+        assert result.stdout.str().count(line) == 2  # the scenario file's cluster and the fixture's
+        accuracies |= {ln.split()[-1] for ln in result.stdout.lines if ln.startswith("ACCURACY")}
+    assert len(accuracies) == 1  # same seed, same data, same batches: the same final accuracy
+    wrong = project.runpytest_subprocess("--flopynet-executor", "fast")
+    assert wrong.ret == pytest.ExitCode.USAGE_ERROR
+    wrong.stderr.fnmatch_lines(["ERROR: --flopynet-executor / ini flopynet_executor: 'fast' is not one of auto, "
+                                "sequential, batched, compiled"])
 
 
 def test_a_test_without_a_scenario_says_how_to_choose_one(project):

@@ -188,3 +188,17 @@ def test_fedprox_keeps_a_stragglers_partial_work_where_fedavg_drops_it(tiny_conf
             assert r["stragglers"] == ["client_1"] and r["end_time"] - r["start_time"] == pytest.approx(2.0)
         else:  # it trains what fits before the deadline, leaving time for its upload, and is aggregated
             assert "client_1" in r["participants"] and r["end_time"] - r["start_time"] < 2.0
+
+
+def test_the_command_line_trains_with_the_executor_it_names(tiny_config, tmp_path, monkeypatch, capsys):
+    import pytest_flopynet.fl.cluster as cluster
+    from pytest_flopynet import cli, save_scenario
+    kinds, made = [], cluster.make_executor
+    monkeypatch.setattr(cluster, "make_executor", lambda kind, model, **s: kinds.append(kind) or made(kind, model, **s))
+    path = save_scenario(tiny_config(), tmp_path / "tiny.scenario.yaml")
+    assert cli.main(["run", str(path), "--executor", "sequential", "--reports", "", "-q"]) == 0
+    assert kinds == ["sequential"]
+    assert "tiny: completed on sim, seed 0: 3 rounds" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["run", str(path), "--executor", "fast"])
+    assert "argument --executor: invalid choice: 'fast'" in capsys.readouterr().err

@@ -45,13 +45,14 @@ class Scenario:
                  topology: Topology | None = None, controller: Controller | None = None,
                  cluster: FLCluster | None = None, on_event: Callable | None = None,
                  on_round_end: Callable | None = None, worker: str = "main",
-                 backend_options: dict | None = None):
+                 backend_options: dict | None = None, executor: str = "auto"):
         self.config = config
         self.seed = config.seed if config.seed is not None else seed
         self.backend = backend or config.backend or "sim"
         self.source = source
         self.reports_dir = reports_dir
         self.data_dir = data_dir
+        self.executor = executor  # how clients train (fl.executor.EXECUTORS); the same metrics within float rounding
         self._topology, self._controller, self._cluster = topology, controller, cluster
         self.extra_events: list[ScenarioEvent] = []
         self.callbacks: list[TimedCallback] = []
@@ -82,7 +83,7 @@ class Scenario:
     @property
     def cluster(self) -> FLCluster:
         if self._cluster is None:
-            self._cluster = FLCluster(self.config, self.seed, self.data_dir)
+            self._cluster = FLCluster(self.config, self.seed, self.data_dir, executor=self.executor)
         return self._cluster
 
     def add_event(self, event: ScenarioEvent) -> ScenarioEvent:

@@ -1,1 +1,19 @@
-"""Federated learning: models, data sets, partitioning, aggregation, client training, the cluster."""
+"""Federated learning: models, data sets, partitioning, aggregation, client training, the cluster.
+
+`pytest_flopynet.fl.aggregate(method, updates, weights, **parameters)` is the stateless aggregation
+rules as one plain function over flat tensors (fl/aggregation.py), loaded on first use: it imports
+torch, and the plugin and the command line import this package's names without it."""
+
+EXECUTORS = {  # how clients train, by the name --flopynet-executor takes (fl/executor.py builds them)
+    "auto": "batched for two clients or more where the model allows, else sequential",
+    "sequential": "one client after another",
+    "batched": "every client of a round at once (torch.func vmap; CUDA graphs on a GPU)",
+    "compiled": "batched, with torch.compile (a slow first round per group shape, faster rounds after)",
+}
+
+
+def __getattr__(name: str):
+    if name == "aggregate":
+        from .aggregation import aggregate
+        return aggregate
+    raise AttributeError(name)

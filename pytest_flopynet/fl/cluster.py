@@ -13,7 +13,7 @@ from ..seeds import derive_seed
 from .aggregation import make_aggregator
 from .attacks import Tamper
 from .datasets import load_dataset
-from .executor import AutoExecutor, BatchedExecutor, LocalTask, SequentialExecutor, Update
+from .executor import LocalTask, Update, make_executor
 from .models import build_model, forward_flops
 from .partition import Partitioner, client_sizes, partition
 
@@ -42,7 +42,8 @@ class FLCluster:
     def __init__(self, config: ScenarioConfig, seed: int, data_dir: Path | None = None, *,
                  partitioner: Partitioner | None = None, executor: str = "auto"):
         """`partitioner` replaces the split data_distribution names (e.g. Dirichlet with another alpha);
-        `executor` is "auto" (batched for several clients when the model allows), "sequential" or "batched"."""
+        `executor` names one of executor.EXECUTORS: "auto" (batched for several clients when the
+        model allows), "sequential", "batched" or "compiled" (batched with torch.compile)."""
         fl = config.fl_config
         self.config, self.seed = config, seed
         names = config.client_names
@@ -64,11 +65,10 @@ class FLCluster:
         flops = fl.client_compute_gflops * 1e9
         self.clients = {n: ClientState(n, idx, flops) for n, idx in zip(names, parts)}
         self.round = 0  # the round being selected, for per-round draws (intermittent clients)
-        executors = {"auto": AutoExecutor, "sequential": SequentialExecutor, "batched": BatchedExecutor}
-        self.executor = executors[executor](self.model, local_epochs=fl.local_epochs, batch_size=fl.batch_size,
-                                            learning_rate=fl.learning_rate,
-                                            mu=float(fl.aggregation_parameters.get("mu", 0.0))
-                                            if fl.aggregation_method == "fedprox" else 0.0)
+        self.executor = make_executor(executor, self.model, local_epochs=fl.local_epochs, batch_size=fl.batch_size,
+                                      learning_rate=fl.learning_rate,
+                                      mu=float(fl.aggregation_parameters.get("mu", 0.0))
+                                      if fl.aggregation_method == "fedprox" else 0.0)
         self.aggregator = make_aggregator(fl.aggregation_method, fl.aggregation_parameters)
         self.server_state: dict = {"num_clients": len(names)}  # the aggregator's memory between rounds
         self.control_variates: dict[str, torch.Tensor] = {}  # SCAFFOLD's c_i, zero until a client reports

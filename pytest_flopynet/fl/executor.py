@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from ..errors import FlopynetError
+from . import EXECUTORS
 from .client_conv import AutocastConv2d, autocast_convolutions, autocast_inputs, client_convolutions, converted
 
 
@@ -383,6 +385,23 @@ class AutoExecutor:
         if self.batched is not None and len(tasks) > 1:
             return self.batched.train(global_params, tasks)
         return self.sequential.train(global_params, tasks)
+
+
+def make_executor(kind: str, model: nn.Module, **settings):
+    """The executor a run names (--flopynet-executor): one of EXECUTORS. `compiled` pads groups to a
+    multiple of 8 clients, so clients that fail or leave reuse compiled shapes."""
+    if kind not in EXECUTORS:
+        raise FlopynetError(f"executor {kind!r} is not one of {', '.join(EXECUTORS)}")
+    if kind == "sequential":
+        return SequentialExecutor(model, **settings)
+    if kind == "auto":
+        return AutoExecutor(model, **settings)
+    if not batchable(model):
+        raise FlopynetError(f"executor {kind!r} cannot train {type(model).__name__}: its BatchNorm layers keep "
+                            f"running statistics, which vmap cannot update (use auto or sequential)")
+    if kind == "compiled":
+        return BatchedExecutor(model, compile=True, client_multiple=8, **settings)
+    return BatchedExecutor(model, **settings)
 
 
 _CONVOLUTIONS = {"grouped": autocast_convolutions, "matmul": matmul_convolutions, "client_kernel": client_convolutions}
