@@ -16,16 +16,21 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def cmd_validate(args) -> int:
-    from .model import load_scenario
+    from .discovery import CLASS_FILE, load_source
+    from .model import check
     status = EXIT_OK
     for path in args.files:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                config = load_scenario(path)
+                scenarios = load_source(Path(path))
+                if Path(path).name == CLASS_FILE:  # a class's config is a Python object: checked here
+                    for scenario in scenarios:
+                        check(scenario.config, str(path))
             for w in caught:
                 _one_line_warning(w.message, w.category, w.filename, w.lineno)
-            print(f"{path}: ok ({config.name}, {len(config.events)} events)")
+            for scenario in scenarios:
+                print(f"{path}: ok ({scenario.config.name}, {len(scenario.config.events)} events)")
         except FlopynetError as exc:
             print(exc, file=sys.stderr)
             status = EXIT_USAGE

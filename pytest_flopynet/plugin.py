@@ -139,10 +139,15 @@ def _load_cached(path: Path):
 def pytest_runtest_call(item: pytest.Item):
     try:
         result = yield
-    except UnavailableError as exc:
-        pytest.skip(str(exc))
     except FlopynetError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        problem = exc
+    else:
+        problem = None
+    # skipped or failed outside the except clause: one message, not pytest's chained second copy
+    if isinstance(problem, UnavailableError):
+        pytest.skip(str(problem))
+    if problem is not None:
+        pytest.fail(str(problem), pytrace=False)
     runner = getattr(item, "funcargs", {}).get("scenario")
     if runner is not None and not isinstance(item, ScenarioItem):
         finish(item, runner)

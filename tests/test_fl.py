@@ -1,4 +1,6 @@
 """The FL pieces against values worked out by hand."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -66,8 +68,12 @@ def test_iid_reuses_the_pool_across_clients_but_never_within_one():
 
 def test_model_parameters_are_checked():
     with pytest.raises(FlopynetError, match=r"model_parameters: depth not accepted by model 'mlp' "
-                                            r"\(accepted: hidden_layers\)"):
+                                            r"\(accepted: hidden_layers, num_classes\)"):
         build_model("mlp", {"depth": 3}, (8, 8), 10)
+    for bad in ("abc", 64, [0], [32, -3], [], [True]):
+        with pytest.raises(FlopynetError, match=r"model_parameters.hidden_layers: mlp needs a non-empty list of "
+                                                r"positive integers, got " + re.escape(repr(bad))):
+            build_model("mlp", {"hidden_layers": bad}, (8, 8), 10)
     with pytest.raises(FlopynetError, match="num_classes: 5 but the data set has 10 classes"):
         build_model("mlp", {"num_classes": 5}, (8, 8), 10)
     with pytest.raises(FlopynetError, match="unknown model 'transformer'"):

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+import textwrap
 
 import jsonschema
 import pytest
@@ -139,6 +140,15 @@ def test_a_bool_is_not_an_int():
      "events[3].parameters", "'client_9' is not a client"),
     (lambda d: d["fl_config"].update(aggregation_method="fedmagic"), "fl_config.aggregation_method", "unknown"),
     (lambda d: d.update(gates=["final_accuracy >= high"]), "gates[0]", "cannot parse gate"),
+    (lambda d: d["fl_config"].update(model_architecture="lstn"), "fl_config.model_architecture",
+     "unknown model 'lstn' (available: cnn, logreg, lstm, mlp, mobilenet_v2, resnet18)"),
+    (lambda d: d["fl_config"]["model_parameters"].update(hidden_layers=[64]), "fl_config.model_parameters",
+     "hidden_layers not accepted by model 'lstm' (accepted: hidden_size, input_size, num_classes, num_layers)"),
+    (lambda d: d["fl_config"].update(dataset="cifar_10"), "fl_config.dataset", "unknown data set 'cifar_10'"),
+    (lambda d: d["fl_config"].update(dataset="synthetic_alpha_beta(1)"), "fl_config.dataset",
+     "synthetic_alpha_beta takes 2 arguments (alpha, beta), got 1"),
+    (lambda d: d["fl_config"].update(dataset="synthetic_alpha_beta(1, os.system)"), "fl_config.dataset",
+     "arguments must be plain numbers"),
     (lambda d: d.update(duration_minutes=0), "duration_minutes", "less than or equal to the minimum of 0"),
 ])
 def test_impossible_values(change, path, words):
@@ -214,6 +224,28 @@ def test_flopynet_validate_accepts_a_good_file(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{path}: ok (network_instability, 4 events)\n"
+
+
+def test_flopynet_validate_checks_a_scenario_class_file(tmp_path):
+    """A scenario.py is a scenario file too: each class's config is checked (it was parsed as YAML)."""
+    path = tmp_path / "scenario.py"
+    source = textwrap.dedent("""
+        from pytest_flopynet import FLConfig, NetworkConfig, ScenarioConfig
+        from pytest_flopynet.scenarios import BaseScenario
+
+        class TwoScenario(BaseScenario):
+            config = ScenarioConfig(name="two", fl_config=FLConfig(model_architecture="ARCH", clients_per_round=3),
+                                    network_config=NetworkConfig(node_count=4))
+    """)
+    validate = [sys.executable, "-m", "pytest_flopynet.cli", "validate", str(path)]
+    path.write_text(source.replace("ARCH", "logreg"))
+    proc = subprocess.run(validate, capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, f"{path}: ok (two, 0 events)\n"), proc.stderr
+    path.write_text(source.replace("ARCH", "logregg"))
+    proc = subprocess.run(validate, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"{path}: fl_config.model_architecture: unknown model 'logregg' "
+                           "(available: cnn, logreg, lstm, mlp, mobilenet_v2, resnet18)\n")
 
 
 def test_flopynet_schema_prints_the_schema():

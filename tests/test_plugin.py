@@ -112,6 +112,19 @@ def test_a_bad_scenario_file_is_one_clear_collection_error(project):
     assert "Traceback" not in result.stdout.str()
 
 
+def test_a_problem_found_while_running_is_one_message(project):
+    """The model's class count against the data set's is known only once the data are loaded: the
+    test fails with that one line (pytest used to print it twice, chained)."""
+    p = scenario_file(project, "c.scenario.yaml", name="classes")
+    p.write_text(p.read_text().replace("model_architecture: logreg", "model_architecture: logreg\n"
+                                       "  model_parameters: {num_classes: 5}"))
+    result = project.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    line = "fl_config.model_parameters.num_classes: 5 but the data set has 10 classes"
+    assert result.stdout.str().count(line) == 1
+    assert "During handling" not in result.stdout.str() and "Traceback" not in result.stdout.str()
+
+
 def test_fixtures_events_hooks_and_junit_properties(project):
     scenario_file(project, "scenarios/tiny/scenario.yaml")
     project.makeconftest(textwrap.dedent("""

@@ -45,13 +45,15 @@ def test_the_documented_option_defaults_are_the_real_ones(pytester):
     pytester.makepyfile(test_o="""
         def test_o(pytestconfig):
             ini = {k: pytestconfig.getini(k) for k in
-                   ("flopynet_seed", "flopynet_backend", "flopynet_reports", "flopynet_data_dir", "flopynet_gates")}
+                   ("flopynet_seed", "flopynet_backend", "flopynet_reports", "flopynet_data_dir", "flopynet_gates",
+                    "flopynet_executor")}
             assert ini == {"flopynet_seed": "0", "flopynet_backend": "", "flopynet_reports": "reports",
-                           "flopynet_data_dir": "", "flopynet_gates": []}
+                           "flopynet_data_dir": "", "flopynet_gates": [], "flopynet_executor": "auto"}
     """)
     pytester.runpytest_subprocess().assert_outcomes(passed=1)
     for row in ("| `--flopynet-seed N` | `flopynet_seed` | 0 |", "| `--flopynet-backend B` | `flopynet_backend` | |",
-                "| `--flopynet-reports DIR` | `flopynet_reports` | reports |"):
+                "| `--flopynet-reports DIR` | `flopynet_reports` | reports |",
+                "| `--flopynet-executor E` | `flopynet_executor` | auto |"):
         assert row in README
 
 
@@ -111,3 +113,18 @@ def test_the_fuzzing_example_passes(pytester):
                                            "--hypothesis-profile", "dev", "--hypothesis-show-statistics")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*20 passing*"])
+
+
+def test_the_own_model_and_data_set_example_passes_and_a_typo_names_the_file(pytester):
+    heading = "Your own models and data sets"
+    (pytester.path / "conftest.py").write_text(block(heading, "python"))
+    scenario = pytester.path / "moons.scenario.yaml"
+    scenario.write_text(block(heading, "yaml"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["moons * 20 * moons  completed    1/1   passed"])
+    scenario.write_text(block(heading, "yaml").replace("two_layer", "two_layers"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"{scenario}: fl_config.model_architecture: unknown model 'two_layers' "
+                                 "(available: cnn, logreg, lstm, mlp, mobilenet_v2, resnet18, two_layer)"])

@@ -281,21 +281,35 @@ def parse_name(name: str) -> tuple[str, tuple[float, ...]]:
 _CONTEXT = ("client_sizes", "num_clients", "model_parameters")
 
 
+def _own_parameters(loader: DatasetLoader) -> list[str]:
+    return [p for p in inspect.signature(loader).parameters if p not in ("seed", "data_dir", *_CONTEXT)]
+
+
+def dataset_problems(name: str) -> list[tuple[str, str]]:
+    """(field, reason) for a data set the registry does not have, or numbers its loader does not
+    take; the scenario's validation reports them with its file."""
+    try:
+        base, args = parse_name(name)
+    except FlopynetError as exc:
+        return [("fl_config.dataset", str(exc).removeprefix("fl_config.dataset: "))]
+    if base not in DATASETS:
+        return [("fl_config.dataset", f"unknown data set {name!r} (available: {', '.join(sorted(DATASETS))})")]
+    own = _own_parameters(DATASETS[base])
+    if args and len(args) != len(own):
+        return [("fl_config.dataset", f"{name!r}: {base} takes {len(own)} arguments ({', '.join(own) or 'none'}), "
+                                      f"got {len(args)}")]
+    return []
+
+
 def load_dataset(name: str, seed: int, data_dir: Path | None = None, *, client_sizes: list[int] | None = None,
                  num_clients: int | None = None, model_parameters: dict | None = None) -> Dataset:
     """The named data set; `name(a, b)` passes numbers to the loader's own parameters (alpha, beta)."""
+    for field, reason in dataset_problems(name):
+        raise FlopynetError(f"{field}: {reason}")
     base, args = parse_name(name)
-    if base not in DATASETS:
-        raise FlopynetError(f"fl_config.dataset: unknown data set {name!r} (available: {', '.join(sorted(DATASETS))})")
     loader = DATASETS[base]
     accepted = inspect.signature(loader).parameters
-    kwargs = {}
-    if args:
-        positional = [p for p in accepted if p not in ("seed", "data_dir", *_CONTEXT)]
-        if len(args) != len(positional):
-            raise FlopynetError(f"fl_config.dataset: {name!r}: {base} takes {len(positional)} arguments "
-                                f"({', '.join(positional) or 'none'}), got {len(args)}")
-        kwargs.update(zip(positional, args))
+    kwargs = dict(zip(_own_parameters(loader), args))
     if "client_sizes" in accepted:
         kwargs["client_sizes"] = list(client_sizes) if client_sizes else None
     if "num_clients" in accepted and num_clients:

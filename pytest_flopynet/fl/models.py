@@ -26,7 +26,7 @@ def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
 def mlp(input_shape: tuple[int, ...], num_classes: int, hidden_layers: list[int] = (64,)) -> nn.Module:
     layers: list[nn.Module] = [nn.Flatten()]
     width = math.prod(input_shape)
-    for h in hidden_layers:
+    for h in _positive_ints("hidden_layers", hidden_layers, "mlp"):
         layers += [nn.Linear(width, h), nn.ReLU()]
         width = h
     layers.append(nn.Linear(width, num_classes))
@@ -53,11 +53,11 @@ def _image_shape(input_shape: tuple[int, ...], input_channels: int | None, archi
 
 
 def _positive_ints(name: str, values, architecture: str) -> list[int]:
-    values = list(values)
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+    if not (isinstance(values, (list, tuple)) and values
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)):
         raise FlopynetError(f"fl_config.model_parameters.{name}: {architecture} needs a non-empty list of "
                             f"positive integers, got {values!r}")
-    return values
+    return list(values)
 
 
 def _positive_int(name: str, value, architecture: str) -> int:
@@ -235,22 +235,29 @@ def mobilenet_v2(input_shape: tuple[int, ...], num_classes: int, pretrained: boo
     return _pretrained(nn.Sequential(*layers), "mobilenet_v2", pretrained, weights_path)
 
 
+def model_problems(architecture: str, parameters: dict) -> list[tuple[str, str]]:
+    """(field, reason) for a model the registry does not have, or parameters its factory does not
+    take; the scenario's validation reports them with its file."""
+    if architecture not in MODELS:
+        return [("fl_config.model_architecture",
+                 f"unknown model {architecture!r} (available: {', '.join(sorted(MODELS))})")]
+    accepted = set(inspect.signature(MODELS[architecture]).parameters) - {"input_shape"}
+    unknown = sorted(set(parameters) - accepted)
+    if unknown:
+        return [("fl_config.model_parameters", f"{', '.join(unknown)} not accepted by model {architecture!r} "
+                 f"(accepted: {', '.join(sorted(accepted)) or 'none'})")]
+    return []
+
+
 def build_model(architecture: str, parameters: dict, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The model for a scenario; model_parameters may set num_classes and the factory's own arguments."""
-    if architecture not in MODELS:
-        raise FlopynetError(f"fl_config.model_architecture: unknown model {architecture!r} "
-                            f"(available: {', '.join(sorted(MODELS))})")
-    factory = MODELS[architecture]
+    for field, reason in model_problems(architecture, parameters):
+        raise FlopynetError(f"{field}: {reason}")
     params = dict(parameters)
     declared = params.pop("num_classes", num_classes)
     if declared != num_classes:
         raise FlopynetError(f"fl_config.model_parameters.num_classes: {declared} but the data set has {num_classes} classes")
-    accepted = set(inspect.signature(factory).parameters) - {"input_shape", "num_classes"}
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise FlopynetError(f"fl_config.model_parameters: {', '.join(unknown)} not accepted by model "
-                            f"{architecture!r} (accepted: {', '.join(sorted(accepted)) or 'none'})")
-    return factory(input_shape, num_classes, **params)
+    return MODELS[architecture](input_shape, num_classes, **params)
 
 
 def forward_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:

@@ -126,7 +126,7 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
                                filename=str(source), lineno=0, module="pytest_flopynet.model.io")
     if net.topology_type == "custom" and not net.custom_topology_file:
         problems.append(("network_config.custom_topology_file", "required when topology_type is custom"))
-    problems += _check_aggregation(fl)
+    problems += _check_aggregation(fl) + _check_registries(fl)
     end = config.duration_seconds
     known_targets = _known_targets(config, base_dir)
     for i, event in enumerate(config.events):
@@ -222,6 +222,14 @@ def _check_aggregation(fl) -> list[tuple[str, str]]:
             problems.append(("fl_config.aggregation_parameters.f",
                              f"bulyan needs n >= 4f + 3 updates per round: n = clients_per_round = {k}, f = {f}"))
     return problems
+
+
+def _check_registries(fl) -> list[tuple[str, str]]:
+    """The model and data set against their registries (built-in and registered ones). This is the
+    one check that imports torch (the registries hold torch code): about 1.5 s, once per process."""
+    from ..fl.datasets import dataset_problems
+    from ..fl.models import model_problems
+    return model_problems(fl.model_architecture, fl.model_parameters) + dataset_problems(fl.dataset)
 
 
 def _known_targets(config: ScenarioConfig, base_dir: Path | None) -> set[str] | None:
