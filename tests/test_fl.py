@@ -37,7 +37,7 @@ def test_executors_by_name_and_their_clear_errors(tiny_config):
     mlp = build_model("mlp", {"hidden_layers": [8]}, (64,), 10)
     made = {kind: make_executor(kind, mlp, **settings) for kind in ("auto", "sequential", "batched", "compiled")}
     assert [type(e) for e in made.values()] == [AutoExecutor, SequentialExecutor, BatchedExecutor, BatchedExecutor]
-    assert (made["batched"].compile, made["compiled"].compile, made["compiled"].client_multiple) == (False, True, 8)
+    assert (made["batched"].compile, made["compiled"].compile, made["compiled"].client_multiple) == (False, True, None)
     with pytest.raises(FlopynetError, match="executor 'fast' is not one of auto, sequential, batched, compiled"):
         make_executor("fast", mlp, **settings)
     normed = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
@@ -45,6 +45,16 @@ def test_executors_by_name_and_their_clear_errors(tiny_config):
     with pytest.raises(FlopynetError, match="executor 'compiled' cannot train Sequential: its BatchNorm layers"):
         make_executor("compiled", normed, **settings)
     assert isinstance(FLCluster(tiny_config(), seed=1, executor="sequential").executor, SequentialExecutor)
+
+
+def test_group_sizes_step_by_a_quarter_of_a_power_of_two():
+    from pytest_flopynet.fl.executor import group_size
+    # multiples of max(1, 2^floor(log2 n) / 4): 1 up to 7 clients, 2 for 8-15, 4 for 16-31, 16 for 64-127
+    assert [group_size(n, None) for n in (1, 3, 7, 8, 9, 10, 15, 17, 31, 64, 65, 100, 127)] == \
+        [1, 3, 7, 8, 10, 10, 16, 20, 32, 64, 80, 112, 128]
+    assert [group_size(n, 8) for n in (1, 8, 9, 100)] == [8, 8, 16, 104]
+    assert group_size(5, 1) == 5
+    assert max(group_size(n, None) / n for n in range(1, 1000)) < 1.25  # never a quarter idle
 
 
 def test_an_unknown_or_stateful_rule_is_a_clear_error():

@@ -106,7 +106,8 @@ class BatchedExecutor:
     replayed (`cuda_graphs`), and `compile=True` has torch.compile (Inductor) fuse it first. Both need
     fixed shapes, so the step works on fixed buffers (`_GroupStep`), one set per group shape;
     `client_multiple` pads groups with idle clients so a changing number of clients reuses fewer
-    shapes (fewer compilations, at the price of the idle clients' arithmetic).
+    shapes (fewer compilations, at the price of the idle clients' arithmetic); None picks the multiple
+    by group size (`group_size`).
 
     `convolutions` says how a layer's per-client convolutions run: "grouped" (vmap's own rule: one
     grouped convolution, which cuDNN computes client by client), "matmul" (im2col and one batched
@@ -115,7 +116,7 @@ class BatchedExecutor:
 
     def __init__(self, model: nn.Module, *, local_epochs: int, batch_size: int, learning_rate: float, mu: float = 0.0,
                  device: str | torch.device | None = None, mixed_precision: bool | None = None,
-                 cuda_graphs: bool | None = None, compile: bool = False, client_multiple: int = 1,
+                 cuda_graphs: bool | None = None, compile: bool = False, client_multiple: int | None = 1,
                  convolutions: str = "grouped"):
         self.model = model
         self.local_epochs = local_epochs
@@ -223,7 +224,7 @@ class BatchedExecutor:
 
     def _train_group(self, global_params: torch.Tensor, tasks: list[LocalTask], plans: list[list[np.ndarray]]):
         dev, C, B = self.device, len(tasks), self.batch_size
-        padded = -(-C // self.client_multiple) * self.client_multiple  # idle clients: no samples, no steps
+        padded = group_size(C, self.client_multiple)  # idle clients: no samples, no steps
         T = max(len(p) for p in plans)
         n_max = max(len(t.y) for t in tasks)
         sample_shape = tuple(tasks[0].x.shape[1:])
@@ -299,6 +300,15 @@ def matmul_convolutions(model: nn.Module) -> nn.Module:
     """A copy of model whose ungrouped 2-D convolutions are MatmulConv2d and whose grouped ones are
     AutocastConv2d."""
     return converted(model, lambda conv: MatmulConv2d if conv.groups == 1 else AutocastConv2d)
+
+
+def group_size(clients: int, multiple: int | None) -> int:
+    """The clients a group of `clients` is padded to: the next multiple of `multiple`, or with None of
+    a quarter of the largest power of two up to `clients` (so at most a quarter of the group is idle,
+    and group sizes come in four steps per doubling: 10 stays 10, 100 becomes 112)."""
+    if multiple is None:
+        multiple = max(1, (1 << (clients.bit_length() - 1)) // 4)
+    return -(-clients // multiple) * multiple
 
 
 def to_host(flat: torch.Tensor) -> torch.Tensor:
@@ -388,8 +398,8 @@ class AutoExecutor:
 
 
 def make_executor(kind: str, model: nn.Module, **settings):
-    """The executor a run names (--flopynet-executor): one of EXECUTORS. `compiled` pads groups to a
-    multiple of 8 clients, so clients that fail or leave reuse compiled shapes."""
+    """The executor a run names (--flopynet-executor): one of EXECUTORS. `compiled` pads groups
+    (`group_size`), so clients that fail or leave mostly reuse compiled shapes."""
     if kind not in EXECUTORS:
         raise FlopynetError(f"executor {kind!r} is not one of {', '.join(EXECUTORS)}")
     if kind == "sequential":
@@ -400,7 +410,7 @@ def make_executor(kind: str, model: nn.Module, **settings):
         raise FlopynetError(f"executor {kind!r} cannot train {type(model).__name__}: its BatchNorm layers keep "
                             f"running statistics, which vmap cannot update (use auto or sequential)")
     if kind == "compiled":
-        return BatchedExecutor(model, compile=True, client_multiple=8, **settings)
+        return BatchedExecutor(model, compile=True, client_multiple=None, **settings)
     return BatchedExecutor(model, **settings)
 
 
