@@ -121,7 +121,7 @@ def test_a_problem_found_while_running_is_one_message(project):
     result = project.runpytest_subprocess()
     result.assert_outcomes(failed=1)
     line = "fl_config.model_parameters.num_classes: 5 but the data set has 10 classes"
-    assert result.stdout.str().count(line) == 1
+    assert result.stdout.lines.count(line) == 1  # the failure's text (the summary line quotes it too)
     assert "During handling" not in result.stdout.str() and "Traceback" not in result.stdout.str()
 
 
