@@ -3,6 +3,7 @@
     python benchmarks/bench_fl.py speed [--quick] [--device cpu|cuda] [--rounds N] [--sequential-up-to N]
                                         [--compile-cpu] [--variants REGEX] [--profile [REGEX]]
                                         [--clients N [N ...]]
+    python benchmarks/bench_fl.py crossover [--clients N [N ...]] [--threads N]
     python benchmarks/bench_fl.py accuracy [--rounds N]
 
 speed: rounds per second of the sequential and the batched executor, for 50 MLP clients on the CPU
@@ -12,6 +13,9 @@ clients x 1000 samples, 5 local epochs, batch 32) on --device (cuda by default w
 aggregation, no network. On a GPU it times the batched executor eager and replayed from CUDA graphs,
 in float32 and bfloat16, and with torch.compile, and prints how far each one's model after a round
 is from the first variant's.
+crossover: the sequential against the batched executor on the CPU, by weight of the model's layers
+(forward FLOPs per linear or convolution layer call) and number of clients, with the executor
+AutoExecutor picks: where its CPU rule comes from.
 accuracy: the label-Dirichlet(0.1) comparison of FedAvg, FedProx and SCAFFOLD on digits, FedProx
 against FedAvg on synthetic(1, 1) with 90% stragglers, and three gaussian-noise clients against each
 aggregation rule: the README's "FL engine: measured" tables.
@@ -35,8 +39,8 @@ from pytest_flopynet.fl.aggregation import fedavg
 from pytest_flopynet.fl.attacks import Tamper
 from pytest_flopynet.fl.cluster import FLCluster, train_rounds
 from pytest_flopynet.fl.datasets import load_dataset
-from pytest_flopynet.fl.executor import BatchedExecutor, LocalTask, SequentialExecutor
-from pytest_flopynet.fl.models import build_model
+from pytest_flopynet.fl.executor import AutoExecutor, BatchedExecutor, LocalTask, SequentialExecutor
+from pytest_flopynet.fl.models import build_model, forward_cost
 from pytest_flopynet.fl.partition import dirichlet
 
 
@@ -206,6 +210,39 @@ def speed(args) -> None:
 
 # -- accuracy -------------------------------------------------------------------------------------------
 
+# (architecture, model_parameters, input shape), lightest layers first
+CROSSOVER = [("mlp", {"hidden_layers": [64]}, (64,)), ("cnn", {"hidden_layers": [8, 16]}, (1, 8, 8)),
+             ("lstm", {"hidden_size": 32}, (10, 8)), ("lstm", {"hidden_size": 64}, (20, 30)),
+             ("mlp", {"hidden_layers": [64]}, (3072,)), ("cnn", {"hidden_layers": [32, 64]}, (1, 8, 8)),
+             ("lstm", {"hidden_size": 128, "num_layers": 2}, (20, 100)),
+             ("cnn", {"hidden_layers": [16, 32]}, (3, 32, 32))]
+
+
+def crossover(args) -> None:
+    print(f"# {device_name(torch.device('cpu'))}, torch {torch.__version__}; random data, 100 samples per "
+          "client, batch 32, 2 local epochs; ms per round, the mean of 3 after a first one")
+    print("| model | input | kFLOP per layer call | clients | sequential | batched | sequential / batched | auto |")
+    print("|---|---|---|---|---|---|---|---|")
+    for architecture, parameters, shape in CROSSOVER:
+        torch.manual_seed(0)
+        model = build_model(architecture, parameters, shape, 10)
+        flops, calls = forward_cost(model, shape)
+        g = parameters_to_vector(model.parameters()).detach().clone()
+        settings = dict(local_epochs=2, batch_size=32, learning_rate=0.1)
+        for n in args.clients:
+            tasks = [LocalTask(f"c{i}", torch.randn(100, *shape), torch.randint(0, 10, (100,)), i) for i in range(n)]
+            ms = []
+            for executor in (SequentialExecutor(model, **settings), BatchedExecutor(model, device="cpu", **settings)):
+                executor.train(g, tasks)
+                start = time.perf_counter()
+                for _ in range(3):
+                    executor.train(g, tasks)
+                ms.append((time.perf_counter() - start) / 3 * 1e3)
+            auto = "batched" if AutoExecutor(model, device="cpu", **settings).batches(tasks) else "sequential"
+            print(f"| {architecture} {parameters} | {'x'.join(map(str, shape))} | {flops / calls / 1e3:.1f} | {n} "
+                  f"| {ms[0]:.1f} | {ms[1]:.1f} | {ms[0] / ms[1]:.2f} | {auto} |", flush=True)
+
+
 def config(n: int, **fl) -> ScenarioConfig:
     base = dict(model_architecture="mlp", model_parameters={"hidden_layers": [64]}, total_rounds=1,
                 clients_per_round=n, local_epochs=2, batch_size=32, learning_rate=0.1, dataset="digits")
@@ -302,6 +339,9 @@ def main() -> None:
     s.add_argument("--compile-cpu", action="store_true", help="also time torch.compile on the CPU "
                    "(Inductor's C++ backend; its first round compiles, for tens of seconds)")
     s.add_argument("--threads", type=int, help="torch intra-op threads")
+    c = sub.add_parser("crossover")
+    c.add_argument("--clients", type=int, nargs="+", default=[2, 3, 5, 10])
+    c.add_argument("--threads", type=int, default=1, help="torch intra-op threads (pytest trains on 1)")
     a = sub.add_parser("accuracy")
     a.add_argument("--rounds", type=int, default=50)
     a.add_argument("--straggler-rounds", type=int, default=50)
@@ -312,7 +352,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    speed(args) if args.what == "speed" else accuracy(args)
+    {"speed": speed, "crossover": crossover, "accuracy": accuracy}[args.what](args)
 
 
 if __name__ == "__main__":

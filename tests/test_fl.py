@@ -4,10 +4,12 @@ import re
 import numpy as np
 import pytest
 import torch
+from torch.nn.utils import parameters_to_vector
 
 from pytest_flopynet.errors import FlopynetError
 from pytest_flopynet.fl.aggregation import aggregate, fedavg
 from pytest_flopynet.fl.cluster import FLCluster
+from pytest_flopynet.fl.executor import LocalTask
 from pytest_flopynet.fl.models import build_model, forward_flops
 from pytest_flopynet.fl.partition import iid
 
@@ -45,6 +47,34 @@ def test_executors_by_name_and_their_clear_errors(tiny_config):
     with pytest.raises(FlopynetError, match="executor 'compiled' cannot train Sequential: its BatchNorm layers"):
         make_executor("compiled", normed, **settings)
     assert isinstance(FLCluster(tiny_config(), seed=1, executor="sequential").executor, SequentialExecutor)
+
+
+def test_forward_cost_counts_flops_and_layer_calls():
+    from pytest_flopynet.fl.models import forward_cost
+    # mlp [64] on 64 features: 2 x 64 x 64 + 2 x 64 x 10 multiply-adds x 2, two linear layers
+    assert forward_cost(build_model("mlp", {"hidden_layers": [64]}, (64,), 10), (64,)) == (9472, 2)
+    # lstm, 5 steps of 3 features, hidden 16: the cell's Linear(3 + 16 -> 4 x 16) once per step
+    # (2 x 19 x 64 = 2432 each), then the head Linear(16 -> 10) (320): 6 calls
+    assert forward_cost(build_model("lstm", {"hidden_size": 16}, (5, 3), 10), (5, 3)) == (5 * 2432 + 320, 6)
+    # cnn [4] on 1x8x8: 3x3 convolution to 4 channels (2 x 9 x 4 x 64 = 4608), pooled to 4x4, then
+    # Linear(64 -> 10) (1280)
+    assert forward_cost(build_model("cnn", {"hidden_layers": [4]}, (1, 8, 8), 10), (1, 8, 8)) == (4608 + 1280, 2)
+
+
+def test_auto_batches_on_a_cpu_only_where_it_pays():
+    """From 3 clients, for light layers: the digits MLP (4.7 kFLOP per layer call) batches, the CNN
+    [16, 32] on 3x32x32 images (conv 885 k, conv 2.36 M, linear 41 kFLOP: 1.09 M per call) does not."""
+    from pytest_flopynet.fl.executor import AutoExecutor
+
+    def tasks(n, shape):
+        return [LocalTask(f"c{i}", torch.zeros(8, *shape), torch.zeros(8, dtype=torch.long), i) for i in range(n)]
+    settings = dict(local_epochs=1, batch_size=4, learning_rate=0.1)
+    mlp = AutoExecutor(build_model("mlp", {"hidden_layers": [64]}, (64,), 10), device="cpu", **settings)
+    assert [mlp.batches(tasks(n, (64,))) for n in (1, 2, 3, 10)] == [False, False, True, True]
+    cnn = AutoExecutor(build_model("cnn", {"hidden_layers": [16, 32]}, (3, 32, 32), 10), device="cpu", **settings)
+    assert not cnn.batches(tasks(10, (3, 32, 32)))
+    g = parameters_to_vector(mlp.model.parameters()).detach()
+    assert [u.steps for u in mlp.train(g, tasks(3, (64,)))] == [2, 2, 2]
 
 
 def test_group_sizes_step_by_a_quarter_of_a_power_of_two():

@@ -5,7 +5,7 @@ rules as one plain function over flat tensors (fl/aggregation.py), loaded on fir
 torch, and the plugin and the command line import this package's names without it."""
 
 EXECUTORS = {  # how clients train, by the name --flopynet-executor takes (fl/executor.py builds them)
-    "auto": "batched for two clients or more where the model allows, else sequential",
+    "auto": "batched where it pays (on a GPU; on a CPU from 3 clients of a model with light layers), else sequential",
     "sequential": "one client after another",
     "batched": "every client of a round at once (torch.func vmap; CUDA graphs on a GPU)",
     "compiled": "batched, with torch.compile (a slow first round per group shape, faster rounds after)",

@@ -383,18 +383,45 @@ class _GroupStep:
             self._run()
 
 
-class AutoExecutor:
-    """The batched executor for two clients or more when the model trains under vmap, else the
-    sequential one."""
+# On a CPU, batching clients pays where a step is many small operators (their per-call overhead is
+# shared) and loses where each layer is heavy arithmetic: the CPU is busy either way, and the batched
+# step adds its padding (masked samples) and vmap's slower grouped convolutions and batched matrix
+# products. Measured crossover (README, "Executors on the CPU"; `bench_fl.py crossover`): batching
+# wins from 3 clients where one sample's forward pass costs at most about 48 kFLOP per linear or
+# convolution layer call, and loses from about 200 kFLOP.
+CPU_BATCHING_MIN_CLIENTS = 3
+CPU_BATCHING_MAX_LAYER_FLOPS = 100e3
 
-    def __init__(self, model: nn.Module, **settings):
+
+class AutoExecutor:
+    """The batched executor where batching pays, else the sequential one: on a GPU for two clients or
+    more; on a CPU for CPU_BATCHING_MIN_CLIENTS or more, when the model's layers are light (mean
+    forward FLOPs per layer call and sample under CPU_BATCHING_MAX_LAYER_FLOPS). Only the model, the
+    input shape, the number of clients and the device decide, so the same seed keeps the same metrics."""
+
+    def __init__(self, model: nn.Module, device: str | torch.device | None = None, **settings):
+        self.model = model
         self.sequential = SequentialExecutor(model, **settings)
-        self.batched = BatchedExecutor(model, **settings) if batchable(model) else None
+        self.batched = BatchedExecutor(model, device=device, **settings) if batchable(model) else None
+        self._light_layers: bool | None = None  # decided on the first batch of tasks (it needs their shape)
+
+    def batches(self, tasks: list[LocalTask]) -> bool:
+        """Whether these tasks train batched."""
+        if self.batched is None:
+            return False
+        if self.batched.device.type != "cpu":
+            return len(tasks) >= 2
+        if len(tasks) < CPU_BATCHING_MIN_CLIENTS:
+            return False
+        if self._light_layers is None:
+            from .models import forward_cost
+            flops, calls = forward_cost(self.model, tuple(tasks[0].x.shape[1:]))
+            self._light_layers = calls == 0 or flops / calls < CPU_BATCHING_MAX_LAYER_FLOPS
+        return self._light_layers
 
     def train(self, global_params: torch.Tensor, tasks: list[LocalTask]) -> list[Update]:
-        if self.batched is not None and len(tasks) > 1:
-            return self.batched.train(global_params, tasks)
-        return self.sequential.train(global_params, tasks)
+        executor = self.batched if self.batches(tasks) else self.sequential
+        return executor.train(global_params, tasks)
 
 
 def make_executor(kind: str, model: nn.Module, **settings):

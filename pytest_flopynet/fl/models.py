@@ -260,10 +260,27 @@ def build_model(architecture: str, parameters: dict, input_shape: tuple[int, ...
     return MODELS[architecture](input_shape, num_classes, **params)
 
 
+def forward_cost(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """One sample's forward pass: its FLOPs, counted by torch's own FLOP counter, and how many
+    linear and convolution layers it calls (an LSTM cell once per time step)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    calls = 0
+
+    def count(*_) -> None:
+        nonlocal calls
+        calls += 1
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter, torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return int(counter.get_total_flops()), calls
+
+
 def forward_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """FLOPs of one sample's forward pass, counted by torch's own FLOP counter."""
-    from torch.utils.flop_counter import FlopCounterMode
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(torch.zeros(1, *input_shape))
-    return int(counter.get_total_flops())
+    return forward_cost(model, input_shape)[0]
