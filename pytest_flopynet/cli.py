@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from .errors import FlopynetError, UnavailableError
-from .fl import EXECUTORS
+from .fl import EXECUTORS, EXECUTORS_HELP
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -244,7 +244,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, help="torch threads (default: all cores; pytest uses 1 per test, "
                                                "and the same thread count gives the same metrics)")
     r.add_argument("--executor", choices=list(EXECUTORS), default="auto",
-                   help="how clients train: " + "; ".join(f"{k}: {v}" for k, v in EXECUTORS.items()))
+                   help=EXECUTORS_HELP)
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.add_argument("--backend", choices=["sim", "netns", "gns3"])
     r.add_argument("--time-scale", type=float, help="real backends: scenario seconds per real second (default 1)")

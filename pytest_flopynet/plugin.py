@@ -11,7 +11,7 @@ import pytest
 from .analysis.compare import format_table
 from .discovery import CLASS_FILE, FAMILIES, FOLDER_FILES, is_scenario_file, load_config, load_source, resolve_scenario
 from .errors import FlopynetError, UnavailableError
-from .fl import EXECUTORS
+from .fl import EXECUTORS, EXECUTORS_HELP
 from .report import allure
 from .testrun import finish, make_scenario, option, reports_root, run_seed, write_falsifying
 
@@ -50,7 +50,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "backend, else sim)", ""),
         ("reports", "folder for each scenario's results, metrics and plots", "reports"),
         ("data_dir", "folder holding local data sets (CIFAR, MNIST)", ""),
-        ("executor", "how clients train: " + "; ".join(f"{k}: {v}" for k, v in EXECUTORS.items()), "auto"),
+        ("executor", EXECUTORS_HELP, "auto"),
         ("threads", "torch threads each test trains with (the same for every -n, so metrics are too)", "1"),
         ("time_scale", "real backends (netns, gns3): scenario seconds per real second (default 1)", ""),
         ("gns3_url", "GNS3 server for the gns3 backend (default: the scenario's gns3_template url, "

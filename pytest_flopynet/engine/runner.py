@@ -52,7 +52,7 @@ class Scenario:
         self.source = source
         self.reports_dir = reports_dir
         self.data_dir = data_dir
-        self.executor = executor  # how clients train (fl.executor.EXECUTORS); the same metrics within float rounding
+        self.executor = executor  # how clients train (fl.EXECUTORS); the same metrics within float rounding
         self._topology, self._controller, self._cluster = topology, controller, cluster
         self.extra_events: list[ScenarioEvent] = []
         self.callbacks: list[TimedCallback] = []

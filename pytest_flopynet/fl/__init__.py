@@ -10,6 +10,7 @@ EXECUTORS = {  # how clients train, by the name --flopynet-executor takes (fl/ex
     "batched": "every client of a round at once (torch.func vmap; CUDA graphs on a GPU)",
     "compiled": "batched, with torch.compile (a slow first round per group shape, faster rounds after)",
 }
+EXECUTORS_HELP = "how clients train: " + "; ".join(f"{name}: {what}" for name, what in EXECUTORS.items())
 
 
 def __getattr__(name: str):

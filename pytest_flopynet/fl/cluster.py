@@ -42,8 +42,8 @@ class FLCluster:
     def __init__(self, config: ScenarioConfig, seed: int, data_dir: Path | None = None, *,
                  partitioner: Partitioner | None = None, executor: str = "auto"):
         """`partitioner` replaces the split data_distribution names (e.g. Dirichlet with another alpha);
-        `executor` names one of executor.EXECUTORS: "auto" (batched for several clients when the
-        model allows), "sequential", "batched" or "compiled" (batched with torch.compile)."""
+        `executor` names one of fl.EXECUTORS: "auto" (batched where it pays, see AutoExecutor),
+        "sequential", "batched" or "compiled" (batched with torch.compile)."""
         fl = config.fl_config
         self.config, self.seed = config, seed
         names = config.client_names
