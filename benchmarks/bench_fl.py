@@ -117,7 +117,9 @@ def variants(dev: torch.device, compile_cpu: bool, convolutional: bool):
     if convolutional:
         out.append(("batched, bfloat16, torch.compile + CUDA graph, client-kernel convolutions",
                     {"convolutions": "client_kernel", "compile": True}))
-    out.append(("batched, bfloat16, torch.compile + CUDA graph", {"compile": True}))
+        out.append(("--flopynet-executor compiled: the same, groups padded by group_size",
+                    {"compile": True, "client_multiple": None}))
+    out.append(("batched, bfloat16, torch.compile + CUDA graph", {"compile": True, "convolutions": "grouped"}))
     if convolutional:
         out.append(("batched, bfloat16, torch.compile + CUDA graph, convolutions as matmul",
                     {"convolutions": "matmul", "compile": True}))

@@ -5,12 +5,14 @@
 #
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=570)
 #
-# By default the benchmark runs what is still open: the default CUDA graph, the client-kernel
-# convolutions, torch.compile + CUDA graph and both together, at 10 and 100 clients, 2 timed rounds
-# each, with a kernel profile of the compiled client-kernel step (the sequential, eager and matmul
-# variants were measured on 2026-11-26, README "Executors on a GPU"; `--variants .` runs them all).
-# Not yet run: about 250-400 s estimated (tests at most 200 s, benchmark at most 330 s), plus 30-90 s
-# for the machine's start; the compiled variants come last, so a timeout cuts them off first.
+# By default the benchmark runs the variants README "Executors on a GPU" reports: the sequential
+# executor at 10 clients (the baseline on the same card), the default CUDA graph, the client-kernel
+# convolutions, torch.compile + CUDA graph with grouped and with client-kernel convolutions, and
+# --flopynet-executor compiled (client kernels, groups padded), at 10 and 100 clients, 2 timed rounds
+# each, with a kernel profile of the compiled client-kernel step (`--variants .` runs every variant).
+# Measured 2026-11-26: 261 s on an H200 (tests 110 s) without the padded variant, which adds about
+# 25 s, plus about 30 s for the machine's start; the compiled variants come last, so a timeout cuts
+# them off first.
 # Arguments replace the default ones, e.g.
 #   bash benchmarks/gpu_check.sh --clients 100 --rounds 1 --sequential-up-to 0 --variants 'client-kernel' --profile
 #
@@ -41,6 +43,7 @@ export TRITON_PRINT_AUTOTUNING=1  # the block sizes the client kernels' autotuni
 timeout 200 python3 -m pytest -q -p no:randomly -W ignore::DeprecationWarning tests/test_client_conv.py \
     tests/test_fl_training.py -k "gpu or (cuda_graph and not (compiled and not client))" 2>&1 | tee "$OUT/tests.log"
 args=("$@")
-[ $# -gt 0 ] || args=(--clients 10 100 --rounds 2 --sequential-up-to 0
-                      --variants '\(default\)|client-kernel|torch.compile \+ CUDA graph$' --profile 'compile.*client-kernel')
+[ $# -gt 0 ] || args=(--clients 10 100 --rounds 2 --sequential-up-to 10
+                      --variants '^sequential$|\(default\)|client-kernel|compiled|torch.compile \+ CUDA graph$'
+                      --profile 'compile.*client-kernel')
 timeout 330 python3 benchmarks/bench_fl.py speed "${args[@]}" 2>&1 | tee "$OUT/bench.log"

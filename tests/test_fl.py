@@ -44,6 +44,13 @@ def test_executors_by_name_and_their_clear_errors(tiny_config):
         make_executor("fast", mlp, **settings)
     normed = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
     assert make_executor("auto", normed, **settings).batched is None
+    cnn = build_model("cnn", {"hidden_layers": [4], "input_channels": 3}, (3, 8, 8), 10)
+    # 3x3 convolutions as client kernels where they were measured faster: compiled, on CUDA (building
+    # the executor touches no device, so this runs without one)
+    kinds = {(kind, device): make_executor(kind, cnn, device=device, **settings).convolutions
+             for kind in ("batched", "compiled") for device in ("cpu", "cuda")}
+    assert kinds == {("batched", "cpu"): "grouped", ("batched", "cuda"): "grouped",
+                     ("compiled", "cpu"): "grouped", ("compiled", "cuda"): "client_kernel"}
     with pytest.raises(FlopynetError, match="executor 'compiled' cannot train Sequential: its BatchNorm layers"):
         make_executor("compiled", normed, **settings)
     assert isinstance(FLCluster(tiny_config(), seed=1, executor="sequential").executor, SequentialExecutor)

@@ -203,7 +203,7 @@ def test_cuda_graphs_need_a_cuda_device():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the CUDA graph replay runs on a GPU only")
-@pytest.mark.parametrize("options", [{}, {"compile": True}, {"convolutions": "matmul"},
+@pytest.mark.parametrize("options", [{}, {"compile": True, "convolutions": "grouped"}, {"convolutions": "matmul"},
                                      {"convolutions": "client_kernel"}, {"convolutions": "client_kernel", "compile": True}],
                          ids=["graph", "compiled-graph", "matmul-graph", "client-kernel-graph",
                               "client-kernel-compiled-graph"])

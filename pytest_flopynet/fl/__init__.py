@@ -8,7 +8,8 @@ EXECUTORS = {  # how clients train, by the name --flopynet-executor takes (fl/ex
     "auto": "batched where it pays (on a GPU; on a CPU from 3 clients of a model with light layers), else sequential",
     "sequential": "one client after another",
     "batched": "every client of a round at once (torch.func vmap; CUDA graphs on a GPU)",
-    "compiled": "batched, with torch.compile (a slow first round per group shape, faster rounds after)",
+    "compiled": "batched, with torch.compile and, on a GPU, 3x3 convolutions as one Triton kernel for all clients "
+                "(a slow first round per group shape, faster rounds after)",
 }
 EXECUTORS_HELP = "how clients train: " + "; ".join(f"{name}: {what}" for name, what in EXECUTORS.items())
 
