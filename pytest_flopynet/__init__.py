@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 _LAZY = {  # these import torch; load them on first use so `import pytest_flopynet` stays fast
     "Scenario": "engine.runner", "run_scenario": "engine.runner", "ScenarioResult": "analysis.result",
-    "event_fixture": "fixtures",
+    "event_fixture": "fixtures", "analyze_scenario": "analysis.analyzer",
 }
 
 
@@ -18,7 +18,7 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["AnalysisConfig", "EventType", "FLConfig", "FlopynetError", "NetworkConfig", "ResourceRequirements",
+__all__ = ["AnalysisConfig", "analyze_scenario", "EventType", "FLConfig", "FlopynetError", "NetworkConfig", "ResourceRequirements",
            "Scenario", "ScenarioConfig", "ScenarioEvent", "ScenarioResult", "ScenarioState",
            "ScenarioValidationError", "UnavailableError", "event_fixture", "load_scenario", "run_scenario",
            "save_scenario", "scenario_schema", "validate"]

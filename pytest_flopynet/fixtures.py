@@ -1,4 +1,4 @@
-"""Fixtures: topology, controller, fl_cluster and scenario (the runner), and event fixtures."""
+"""Fixtures: topology, controller, fl_cluster, scenario (the runner), events and analyzer, and event fixtures."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -98,6 +98,21 @@ def scenario(request, scenario_config, scenario_source, topology, controller, fl
                            topology=topology, controller=controller, cluster=fl_cluster)
     runner.raise_on_failure = True
     return runner
+
+
+@pytest.fixture
+def events(scenario) -> list[ScenarioEvent]:
+    """The events the test's scenario runs: the file's, then those event fixtures added. A live list:
+    what a test appends before `scenario.run()` runs too (`result.events` is what fired, and when)."""
+    return scenario.events
+
+
+@pytest.fixture
+def analyzer():
+    """`analyze_scenario(result, custom_analysis=())`: a run's results structure, with analyses beyond
+    those its analysis_config names, without running it again."""
+    from .analysis.analyzer import analyze_scenario
+    return analyze_scenario
 
 
 class ScenarioRuns:

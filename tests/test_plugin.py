@@ -161,6 +161,40 @@ def test_fixtures_events_hooks_and_junit_properties(project):
     assert 'name="flopynet.final_accuracy"' in junit
 
 
+def test_the_events_and_analyzer_fixtures(project):
+    """DESIGN's `events` fixture is the scenario's live event list (file, then event fixtures, then
+    what the test appends); `analyzer` is analyze_scenario, which adds analyses to a finished run."""
+    scenario_file(project, "scenarios/tiny/scenario.yaml")
+    project.makepyfile(test_fixtures=textwrap.dedent("""
+        import pytest
+        from pytest_flopynet import FlopynetError, ScenarioEvent, analyze_scenario, event_fixture
+
+        slow = event_fixture(ScenarioEvent("network_latency_increase", 0.05, "all_links",
+                                           {"latency_increase_ms": 20}, duration=0.1))
+
+        @pytest.mark.scenario("tiny")
+        def test_fixtures(scenario, slow, events, analyzer):
+            assert events == [slow]
+            events.append(ScenarioEvent("network_bandwidth_limit", 0.2, "server_links",
+                                        {"bandwidth_limit_mbps": 5}, duration=0.1))
+            result = scenario.run()
+            assert [(e["event_type"], e["start_time"]) for e in result.events] == [
+                ("network_latency_increase", 0.05), ("network_bandwidth_limit", 0.2)]
+            assert analyzer is analyze_scenario
+            assert "network_impact_analysis" not in result.analysis["custom_analysis"]
+            again = analyzer(result, custom_analysis=["network_impact_analysis"])
+            assert again["execution_summary"] == result.summary
+            impacts = again["custom_analysis"]["network_impact_analysis"]["event_impacts"]
+            assert [i["event_type"] for i in impacts] == ["network_latency_increase", "network_bandwidth_limit"]
+            # 3 rounds x 3 clients, each downloading and uploading the 2600-byte model
+            cost = again["custom_analysis"]["efficiency_analysis"]["communication_cost"]
+            assert cost["bytes_total"] == 3 * 3 * 2 * 2600
+            with pytest.raises(FlopynetError, match="custom_analysis: unknown analysis 'speed'"):
+                analyzer(result.execution, custom_analysis=["speed"])
+    """))
+    project.runpytest_subprocess("test_fixtures.py").assert_outcomes(passed=1)
+
+
 def test_parametrised_event_fixtures_give_one_test_per_value(project):
     scenario_file(project, "scenarios/tiny/scenario.yaml")
     project.makepyfile(test_param=textwrap.dedent("""

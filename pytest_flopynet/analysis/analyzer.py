@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
+from ..errors import FlopynetError
 from ..model import ScenarioState
 from .custom import ANALYSES, BASIC
 
@@ -89,13 +90,19 @@ def recommendations(summary: dict[str, Any], custom: dict[str, Any]) -> list[dic
     return recs
 
 
-def analyze(execution) -> dict[str, Any]:
-    """The seed's results structure plus the raw record (rounds and events in scenario seconds)."""
+def analyze_scenario(run, custom_analysis: Iterable[str] = ()) -> dict[str, Any]:
+    """The seed's results structure plus the raw record (rounds and events in scenario seconds) of a
+    finished run (a ScenarioResult or its execution). `custom_analysis` adds analyses to those the
+    scenario's analysis_config names, without running it again."""
+    execution = getattr(run, "execution", run)
+    unknown = [name for name in custom_analysis if name not in ANALYSES]
+    if unknown:
+        raise FlopynetError(f"custom_analysis: unknown analysis {unknown[0]!r} (available: {', '.join(ANALYSES)})")
     summary = execution_summary(execution)
     raw = execution.metrics.to_dict()
     policy = execution.policy.metrics() if execution.policy is not None else {}
     record = {**raw, "policy_metrics": policy}
-    names = dict.fromkeys([*BASIC, *execution.config.analysis_config.custom_analysis])
+    names = dict.fromkeys([*BASIC, *execution.config.analysis_config.custom_analysis, *custom_analysis])
     custom = {name: ANALYSES[name](record) for name in names}
     return {
         "scenario_id": execution.scenario_id,

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from ..analysis.analyzer import analyze
+from ..analysis.analyzer import analyze_scenario
 from ..analysis.result import ScenarioResult
 from ..controller import Controller
 from ..fl.cluster import FLCluster
@@ -54,7 +54,7 @@ class Scenario:
         self.data_dir = data_dir
         self.executor = executor  # how clients train (fl.EXECUTORS); the same metrics within float rounding
         self._topology, self._controller, self._cluster = topology, controller, cluster
-        self.extra_events: list[ScenarioEvent] = []
+        self.events: list[ScenarioEvent] = list(config.events)  # the file's, then those added (add_event)
         self.callbacks: list[TimedCallback] = []
         self.status_callbacks: list[StatusCallback] = []
         self.on_event, self.on_round_end = on_event, on_round_end
@@ -87,7 +87,7 @@ class Scenario:
         return self._cluster
 
     def add_event(self, event: ScenarioEvent) -> ScenarioEvent:
-        self.extra_events.append(event)
+        self.events.append(event)
         return event
 
     def at(self, time: float, duration: float | None = None):
@@ -116,7 +116,7 @@ class Scenario:
 
     def resolved_config(self) -> ScenarioConfig:
         """The scenario as it runs: its events plus those added by fixtures, and the seed used."""
-        config = dataclasses.replace(self.config, events=[*self.config.events, *self.extra_events], seed=self.seed)
+        config = dataclasses.replace(self.config, events=list(self.events), seed=self.seed)
         check(config, str(self.source or "<scenario>"), self.source.parent if self.source else None, warn=False)
         return config
 
@@ -144,7 +144,7 @@ class Scenario:
                 getattr(orchestrator, action)()
         clock.start()  # scenario time 0: the network is built
         self.orchestrator.run()
-        self.result = ScenarioResult(config, execution, analyze(execution))
+        self.result = ScenarioResult(config, execution, analyze_scenario(execution))
         if self.reports_dir is not None:
             write_reports(self.result, self.reports_dir)
         if self.raise_on_failure and execution.error_message:
