@@ -18,7 +18,7 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["AnalysisConfig", "analyze_scenario", "EventType", "FLConfig", "FlopynetError", "NetworkConfig", "ResourceRequirements",
+__all__ = ["AnalysisConfig", "EventType", "FLConfig", "FlopynetError", "NetworkConfig", "ResourceRequirements",
            "Scenario", "ScenarioConfig", "ScenarioEvent", "ScenarioResult", "ScenarioState",
-           "ScenarioValidationError", "UnavailableError", "event_fixture", "load_scenario", "run_scenario",
-           "save_scenario", "scenario_schema", "validate"]
+           "ScenarioValidationError", "UnavailableError", "analyze_scenario", "event_fixture", "load_scenario",
+           "run_scenario", "save_scenario", "scenario_schema", "validate"]
