@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import FlopynetError
 from ..model import ScenarioState
-from .custom import ANALYSES, BASIC
+from .custom import ANALYSES, BASIC, analysis_problem
 
 
 def _trend(times: list[float], values: list[float]) -> float:
@@ -95,9 +95,9 @@ def analyze_scenario(run, custom_analysis: Iterable[str] = ()) -> dict[str, Any]
     finished run (a ScenarioResult or its execution). `custom_analysis` adds analyses to those the
     scenario's analysis_config names, without running it again."""
     execution = getattr(run, "execution", run)
-    unknown = [name for name in custom_analysis if name not in ANALYSES]
-    if unknown:
-        raise FlopynetError(f"custom_analysis: unknown analysis {unknown[0]!r} (available: {', '.join(ANALYSES)})")
+    for name in custom_analysis:
+        if analysis_problem(name):
+            raise FlopynetError(f"custom_analysis: {analysis_problem(name)}")
     summary = execution_summary(execution)
     raw = execution.metrics.to_dict()
     policy = execution.policy.metrics() if execution.policy is not None else {}

@@ -182,3 +182,8 @@ ANALYSES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "trust_evolution": trust_evolution,
 }
 BASIC = ("convergence_analysis", "efficiency_analysis")
+
+
+def analysis_problem(name: str) -> str | None:
+    """Why `name` is no analysis (for scenario validation and analyze_scenario alike), or None."""
+    return None if name in ANALYSES else f"unknown analysis {name!r} (known: {', '.join(ANALYSES)})"

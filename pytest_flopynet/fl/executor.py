@@ -114,9 +114,9 @@ class BatchedExecutor:
     matrix product, `MatmulConv2d`) or "client_kernel" (3x3 ones as one Triton kernel with the clients
     as a grid dimension on CUDA, `client_conv.ClientConv2d`; a grouped convolution elsewhere). None
     picks client_kernel for a compiled step on CUDA and grouped otherwise: on an H100 the client
-    kernels took a compiled round of 100 CNN clients from 1.74 s to 1.34 s, but their autotuning adds
-    about 15 s to a process's first round, too much for the default's short runs (README, "Executors
-    on a GPU")."""
+    kernels took a compiled round of 100 CNN clients from 1.74 s to 1.34 s, but their Triton builds and
+    autotuning add up to 16 s to a process's first round, too much for the default's short runs
+    (README, "Executors on a GPU")."""
 
     def __init__(self, model: nn.Module, *, local_epochs: int, batch_size: int, learning_rate: float, mu: float = 0.0,
                  device: str | torch.device | None = None, mixed_precision: bool | None = None,

@@ -144,11 +144,10 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
         for c in event.parameters.get("partitioned_clients", []) + event.parameters.get("clients", []):
             if known_targets is not None and c not in known_targets:
                 problems.append((f"{where}.parameters", f"{c!r} is not a client of this scenario (client_1..client_{n})"))
-    from ..analysis.custom import ANALYSES
+    from ..analysis.custom import analysis_problem
     for i, name in enumerate(config.analysis_config.custom_analysis):
-        if name not in ANALYSES:
-            problems.append((f"analysis_config.custom_analysis[{i}]",
-                             f"unknown analysis {name!r} (known: {', '.join(ANALYSES)})"))
+        if analysis_problem(name):
+            problems.append((f"analysis_config.custom_analysis[{i}]", analysis_problem(name)))
     from ..analysis.gates import GateSyntaxError, parse_gate
     for i, gate in enumerate(config.gates):
         try:
