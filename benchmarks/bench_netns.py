@@ -26,7 +26,7 @@ def calibrate(bandwidths: list[float], losses: list[float], rounds: int) -> None
     from test_netns_backend import fl_scenario
 
     from pytest_flopynet import ScenarioEvent
-    from pytest_flopynet.engine.runner import Scenario
+    from pytest_flopynet.session import Scenario
     print(f"{cpu_name()}, {os.cpu_count()} cores; 3 clients, MLP 340 kB model, {rounds} rounds per cell")
     print("| bandwidth | loss | sim round (s) | netns round (s) | netns / sim |")
     print("|---|---|---|---|---|")

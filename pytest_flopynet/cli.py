@@ -10,12 +10,13 @@ import warnings
 from pathlib import Path
 
 from .errors import FlopynetError, UnavailableError
-from .fl import EXECUTORS, EXECUTORS_HELP
+from .settings import RunSettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def cmd_validate(args) -> int:
+    from .checks import check_buildable
     from .discovery import CLASS_FILE, load_source
     from .model import check
     status = EXIT_OK
@@ -24,9 +25,10 @@ def cmd_validate(args) -> int:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 scenarios = load_source(Path(path))
-                if Path(path).name == CLASS_FILE:  # a class's config is a Python object: checked here
-                    for scenario in scenarios:
+                for scenario in scenarios:  # what a run checks where it is built: registries, topology
+                    if Path(path).name == CLASS_FILE:  # a class's config is a Python object: its data too
                         check(scenario.config, str(path))
+                    check_buildable(scenario.config, str(path), base_dir=Path(path).parent)
             for w in caught:
                 _one_line_warning(w.message, w.category, w.filename, w.lineno)
             for scenario in scenarios:
@@ -98,21 +100,17 @@ def cmd_run(args) -> int:
     from .analysis.compare import format_table, headline
     from .analysis.gates import evaluate, failure_message, merge_gates
     from .discovery import find_scenario
-    from .engine.runner import Scenario
-    if args.threads:
+    from .session import Scenario
+    from .settings import RunSettings
+    settings = RunSettings.from_cli(args)
+    if settings.threads:
         import torch
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(settings.threads)
     found = find_scenario(args.scenario, [Path.cwd()], args.size)
     config = found.config
-    seed = args.seed if args.seed is not None else (config.seed if config.seed is not None else 0)
-    if args.seed is not None:
-        config.seed = None  # the command line's seed wins over the file's
-    reports = Path(args.reports) / f"{config.name}-seed{seed}" if args.reports else None
-    options = {k: v for k, v in (("time_scale", args.time_scale), ("gns3_url", args.gns3_url),
-                                 ("gns3_templates", args.gns3_templates), ("gns3_keep", args.gns3_keep)) if v}
-    runner = Scenario(config, seed=seed, backend=args.backend, source=found.source, reports_dir=reports,
-                      data_dir=Path(args.data_dir) if args.data_dir else None, backend_options=options,
-                      executor=args.executor)
+    seed = settings.seed_for(config)
+    reports = settings.reports / f"{config.name}-seed{seed}" if settings.reports else None
+    runner = Scenario(config, settings=settings, source=found.source, reports_dir=reports)
     progress = None if args.quiet else Progress(config)
     runner.on_round_end = progress
     wall = time.perf_counter()
@@ -143,7 +141,7 @@ def cmd_run(args) -> int:
     if result.execution.error_message:
         print(f"error: {result.execution.error_message}", file=sys.stderr)
         return EXIT_FAILED
-    outcomes = evaluate(merge_gates(config.gates, args.gate), result.analysis)
+    outcomes = evaluate(merge_gates(config.gates, settings.gates), result.analysis)
     if outcomes:
         ok = all(o.passed for o in outcomes)
         print("\n".join(str(o) for o in outcomes) if ok else failure_message(outcomes))
@@ -237,24 +235,11 @@ def parser() -> argparse.ArgumentParser:
     ls.set_defaults(fn=cmd_list)
     r = sub.add_parser("run", help="run a scenario file or a built-in scenario by name")
     r.add_argument("scenario")
-    r.add_argument("--seed", type=int)
     r.add_argument("--size", choices=["full", "ci"], help="ci: a built-in name means its CI-size variant "
                                                          "(default: $FLOPYNET_SCENARIO_SIZE, else full)")
-    r.add_argument("--data-dir", help="folder holding local data sets (CIFAR, MNIST)")
-    r.add_argument("--threads", type=int, help="torch threads (default: all cores; pytest uses 1 per test, "
-                                               "and the same thread count gives the same metrics)")
-    r.add_argument("--executor", choices=list(EXECUTORS), default="auto",
-                   help=EXECUTORS_HELP)
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    r.add_argument("--backend", choices=["sim", "netns", "gns3"])
-    r.add_argument("--time-scale", type=float, help="real backends: scenario seconds per real second (default 1)")
-    r.add_argument("--gns3-url", help="GNS3 server for the gns3 backend")
-    r.add_argument("--gns3-templates", help="GNS3 templates per role: 'switch=NAME,client=NAME,...'")
-    r.add_argument("--gns3-keep", action="store_true", help="keep the GNS3 project after the run (debugging)")
     r.add_argument("--json", help="write the results structure to this file")
-    r.add_argument("--reports", default="reports", help="folder for results, metrics and the resolved scenario "
-                                                        "('' to write none)")
-    r.add_argument("--gate", action="append", default=[], help="extra gate 'metric op number' (repeatable)")
+    RunSettings.add_cli_arguments(r)  # --seed, --backend, --executor ...: the pytest options' twins (settings.py)
     r.set_defaults(fn=cmd_run)
     c = sub.add_parser("compare", help="compare runs: a table, the best of each kind, an overlay plot")
     c.add_argument("results", nargs="+", help="analysis.json files or report folders")

@@ -8,7 +8,7 @@ import pytest
 from .discovery import load_config, resolve_scenario
 from .errors import FlopynetError, UnavailableError
 from .model import ScenarioConfig, ScenarioEvent
-from .testrun import make_scenario, option, seed_for_test
+from .testrun import make_scenario, run_settings, seed_for_test
 
 
 def event_fixture(*events: ScenarioEvent, params: list | None = None, ids=None):
@@ -78,13 +78,12 @@ def controller(topology, scenario_config):
 
 
 @pytest.fixture
-def fl_cluster(scenario_config, flopynet_seed, request):
+def fl_cluster(scenario_config, request):
     from .fl.cluster import FLCluster
-    seed = scenario_config.seed if scenario_config.seed is not None else flopynet_seed
-    data_dir = option(request.config, "data_dir")
+    run = run_settings(request.config)
     try:
-        return FLCluster(scenario_config, seed, Path(data_dir) if data_dir else None,
-                         executor=option(request.config, "executor"))
+        return FLCluster(scenario_config, run.seed_for(scenario_config, request.node.nodeid), run.data_dir,
+                         executor=run.executor)
     except UnavailableError as exc:
         pytest.skip(str(exc))
     except FlopynetError as exc:

@@ -11,12 +11,11 @@ import pytest
 from .analysis.compare import format_table
 from .discovery import CLASS_FILE, FAMILIES, FOLDER_FILES, is_scenario_file, load_config, load_source, resolve_scenario
 from .errors import FlopynetError, UnavailableError
-from .fl import EXECUTORS, EXECUTORS_HELP
+from .settings import RunSettings, SettingError
 from .report import allure
-from .testrun import finish, make_scenario, option, reports_root, run_seed, write_falsifying
+from .testrun import finish, make_scenario, reports_root, run_settings, write_falsifying
 
 pytest_plugins = ["pytest_flopynet.fixtures"]
-
 
 
 def _register_hypothesis_profiles() -> None:
@@ -43,27 +42,7 @@ def pytest_addhooks(pluginmanager):
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("flopynet", "federated-learning robustness scenarios")
-    for name, help_, default in [
-        ("seed", "run seed; each test derives its own from it and its id", "0"),
-        ("backend", "network backend for every scenario: sim, netns, gns3 (default: the scenario's own "
-                    "backend, else sim)", ""),
-        ("reports", "folder for each scenario's results, metrics and plots", "reports"),
-        ("data_dir", "folder holding local data sets (CIFAR, MNIST)", ""),
-        ("executor", EXECUTORS_HELP, "auto"),
-        ("threads", "torch threads each test trains with (the same for every -n, so metrics are too)", "1"),
-        ("time_scale", "real backends (netns, gns3): scenario seconds per real second (default 1)", ""),
-        ("gns3_url", "GNS3 server for the gns3 backend (default: the scenario's gns3_template url, "
-                     "else http://127.0.0.1:3080)", ""),
-        ("gns3_templates", "gns3 backend: GNS3 templates per role, 'switch=NAME,client=NAME,...' (over the "
-                           "scenario's gns3_template)", ""),
-        ("gns3_keep", "gns3 backend: keep each GNS3 project after its test, for debugging (1/true)", ""),
-    ]:
-        group.addoption(f"--flopynet-{name.replace('_', '-')}", dest=f"flopynet_{name}", default=None, help=help_)
-        parser.addini(f"flopynet_{name}", help_, default=default)
-    group.addoption("--flopynet-gate", dest="flopynet_gate", action="append", default=[],
-                    help="gate 'metric op number' for every scenario (repeatable; overrides others per metric)")
-    parser.addini("flopynet_gates", "gates 'metric op number' for every scenario", type="linelist", default=[])
+    RunSettings.add_pytest_options(parser)  # --flopynet-<name> and ini flopynet_<name>, from settings.OPTIONS
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,10 +53,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{family}: {text}")
     config.addinivalue_line("markers", "ci_size: a scenario's CI-size variant (offline data, minutes)")
     config.addinivalue_line("markers", "full_size: a scenario at the original documentation's size")
-    executor = option(config, "executor")
-    if executor not in EXECUTORS:
-        raise pytest.UsageError(f"--flopynet-executor / ini flopynet_executor: {executor!r} is not one of "
-                                f"{', '.join(EXECUTORS)}")
+    try:
+        run_settings(config)
+    except SettingError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(SummaryReporter(config), "flopynet-summary")
     if allure.enabled(config):
         config.pluginmanager.register(allure.AllureSteps(), "flopynet-allure")
@@ -87,8 +66,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return (f"flopynet: seed={run_seed(config)} backend={option(config, 'backend') or 'sim'} "
-            f"executor={option(config, 'executor')} reports={reports_root(config)}")
+    run = run_settings(config)
+    return (f"flopynet: seed={run.seed} backend={run.backend or 'sim'} executor={run.executor} "
+            f"reports={reports_root(config)}")
 
 
 def _add_tags(item: pytest.Item, tags) -> None:

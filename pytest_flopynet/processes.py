@@ -3,9 +3,16 @@ give them, and stopping the process group each was started in (start_new_session
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+from pathlib import Path
+
+
+def tool(name: str) -> str:
+    """A system tool's path: on PATH, else in /usr/sbin (root's tools where PATH lacks it)."""
+    return shutil.which(name) or str(Path("/usr/sbin", name))
 
 
 def free_port() -> int:

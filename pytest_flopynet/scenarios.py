@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import FlopynetError
-from .model import ScenarioConfig, ScenarioState, load_scenario, save_scenario
+from .model import ScenarioConfig, ScenarioState, check, load_scenario, save_scenario
+from .settings import RunSettings
 
 
 class BaseScenario:
@@ -60,8 +61,8 @@ class BaseScenario:
         """After the run, also when it failed (result is then None)."""
 
     def execute(self, **options):
-        """setup, run, teardown on a fresh engine Scenario (options as for engine.runner.Scenario)."""
-        from .engine.runner import Scenario
+        """setup, run, teardown on a fresh session Scenario (options as for session.Scenario)."""
+        from .session import Scenario
         scenario = Scenario(self.config, source=self.source, **options)
         return self.execute_on(scenario)
 
@@ -94,7 +95,9 @@ class ScenarioRunner:
                  executor: str = "auto"):
         self.search = [Path(p) for p in (search or [Path.cwd()])]
         self.reports = Path(reports) if reports else None
-        self.seed, self.backend, self.data_dir, self.size, self.executor = seed, backend, data_dir, size, executor
+        self.settings = RunSettings(seed=seed, backend=backend, reports=self.reports, data_dir=data_dir,
+                                    executor=executor)
+        self.size = size
         self.status_callbacks = list(status_callbacks or [])
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="flopynet")
         self._runs: dict[str, _Run] = {}
@@ -108,8 +111,7 @@ class ScenarioRunner:
         return self._start(find_scenario(name, self.search, self.size))
 
     async def run_scenario_from_config(self, config: ScenarioConfig) -> str:
-        from .model import check
-        check(config, f"<{config.name}>")
+        check(config, f"<{config.name}>")  # the data now; registries and topology where the run is built
         return self._start(BaseScenario(config))
 
     async def run_batch(self, names: list[str]) -> dict[str, dict[str, Any]]:
@@ -118,13 +120,11 @@ class ScenarioRunner:
         return {name: await self.get_scenario_results(sid) for name, sid in ids.items()}
 
     def _start(self, scenario: BaseScenario) -> str:
-        from .engine.runner import Scenario
+        from .session import Scenario
         with self._lock:
             scenario_id = f"{scenario.config.name}-{next(self._ids)}"
-        seed = scenario.config.seed if scenario.config.seed is not None else self.seed
-        engine = Scenario(scenario.config, seed=seed, backend=self.backend, source=scenario.source,
-                          reports_dir=self.reports / scenario_id if self.reports else None, data_dir=self.data_dir,
-                          executor=self.executor)
+        engine = Scenario(scenario.config, settings=self.settings, source=scenario.source,
+                          reports_dir=self.reports / scenario_id if self.reports else None)
         engine.status_callbacks.extend(self.status_callbacks)
         future = self._pool.submit(scenario.execute_on, engine)
         self._runs[scenario_id] = _Run(scenario_id, scenario, engine, future)

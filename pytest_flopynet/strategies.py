@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from hypothesis import strategies as st
 
-from .model import EventType, FLConfig, NetworkConfig, ScenarioConfig, ScenarioEvent
+from .model import EventType, FLConfig, NetworkConfig, ScenarioConfig, ScenarioEvent, by_client_number, rule_spec
 from .network import build_topology
 
 NETWORK_EVENTS = ("network_latency_increase", "network_packet_loss", "network_bandwidth_limit",
@@ -53,7 +53,7 @@ def _event(draw, event_type: str, config: ScenarioConfig, *, start: float, end: 
         target = "client_group"
         group = draw(st.lists(st.sampled_from(clients), min_size=1, max_size=min(max_clients, len(clients)),
                               unique=True))
-        parameters = {"partitioned_clients": sorted(group, key=lambda c: int(c.split("_")[1]))}
+        parameters = {"partitioned_clients": by_client_number(group)}
     elif event_type == "link_failure":
         target = draw(st.sampled_from([t for t in link_targets if t not in ("client_links", "server_links",
                                                                             "all_links")]))
@@ -108,12 +108,18 @@ def network_configs(*, topology_types: Sequence[str] = ("star", "mesh", "tree"),
         base_latency_ms=st.integers(1, 50))
 
 
-_RULES = {  # rule -> strategy of its parameters, for n clients
+def _most_byzantine(method: str, n: int) -> int:
+    """The largest f the rule's bound (model.specs: n >= a f + b) allows with n updates per round."""
+    a, b = rule_spec(method).min_updates
+    return max(0, (n - b) // a)
+
+
+_RULES = {  # rule -> strategy of its parameters, for n clients (within the bounds of model.specs)
     "fedavg": lambda n: st.just({}),
     "fedprox": lambda n: st.builds(lambda mu: {"mu": mu / 100}, st.integers(0, 100)),
     "median": lambda n: st.just({}),
     "trimmed_mean": lambda n: st.builds(lambda b: {"beta": b / 10}, st.integers(0, 4)),
-    "krum": lambda n: st.builds(lambda f: {"f": f}, st.integers(0, max(0, (n - 3) // 2))),
+    "krum": lambda n: st.builds(lambda f: {"f": f}, st.integers(0, _most_byzantine("krum", n))),
 }
 
 
@@ -123,7 +129,7 @@ def fl_configs(draw, *, clients: int = 4, aggregation_methods: Sequence[str] = t
     """Small FL configurations on the bundled digits (logistic regression or an MLP): rounds,
     clients per round, epochs, learning rate, data sizes, split and a valid aggregation rule."""
     method = draw(st.sampled_from(list(aggregation_methods)))
-    per_round = draw(st.integers(1, clients)) if method != "krum" else clients
+    per_round = clients if rule_spec(method).min_updates[0] else draw(st.integers(1, clients))  # robust: all
     return FLConfig(
         model_architecture=draw(st.sampled_from(["logreg", "mlp"])), total_rounds=draw(st.integers(1, max_rounds)),
         clients_per_round=per_round, local_epochs=draw(st.integers(1, 3)),

@@ -12,21 +12,22 @@ from .analysis.compare import headline
 from .analysis.gates import evaluate, failure_message, merge_gates
 from .model import ScenarioConfig
 from .seeds import derive_seed
+from .settings import RunSettings
 
 
-def option(config: pytest.Config, name: str):
-    """A --flopynet-<name> option, falling back to its ini key flopynet_<name>."""
-    value = config.getoption(f"flopynet_{name}", None)
-    return value if value not in (None, []) else config.getini(f"flopynet_{name}")
+def run_settings(config: pytest.Config) -> RunSettings:
+    """The run's settings, read once from the options and ini keys (pytest_configure checks them)."""
+    if SETTINGS not in config.stash:
+        config.stash[SETTINGS] = RunSettings.from_pytest(config)
+    return config.stash[SETTINGS]
 
 
-def run_seed(config: pytest.Config) -> int:
-    return int(option(config, "seed"))
+SETTINGS = pytest.StashKey[RunSettings]()
 
 
 def seed_for_test(config: pytest.Config, nodeid: str) -> int:
     """Each test's seed derives from the run's seed and its node id, so xdist workers agree."""
-    return derive_seed(run_seed(config), nodeid)
+    return derive_seed(run_settings(config).seed, nodeid)
 
 
 def worker_id(config: pytest.Config) -> str:
@@ -35,8 +36,7 @@ def worker_id(config: pytest.Config) -> str:
 
 
 def reports_root(config: pytest.Config) -> Path:
-    root = Path(option(config, "reports"))
-    return root if root.is_absolute() else config.rootpath / root
+    return run_settings(config).reports
 
 
 def report_folder(config: pytest.Config, nodeid: str) -> Path:
@@ -49,38 +49,27 @@ def set_threads(config: pytest.Config) -> None:
     its metrics do not depend on -n: a float sum split over a different number of threads rounds
     differently. One thread per test is also what makes xdist workers fill the cores."""
     import torch
-    threads = int(option(config, "threads"))
-    if torch.get_num_threads() != threads:
+    threads = run_settings(config).threads
+    if threads and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 
 
-def backend_options(config: pytest.Config) -> dict:
-    """The run's settings for real backends, from --flopynet-<name> or the ini key."""
-    return {name: option(config, name) for name in ("time_scale", "gns3_url", "gns3_templates", "gns3_keep")
-            if option(config, name)}
-
-
 def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, source: Path | None, **parts):
-    """The Scenario runner for one test, wired to the run's options and hooks."""
-    from .engine.runner import Scenario, unmet_requirements
+    """The Scenario runner for one test, wired to the run's settings and hooks."""
+    from .session import Scenario, unmet_requirements
     set_threads(config)
     reason = unmet_requirements(scenario)
     if reason:
         pytest.skip(reason)
-    data_dir = option(config, "data_dir")
-    return Scenario(scenario, seed=seed_for_test(config, nodeid), backend=option(config, "backend") or None,
-                    source=source, reports_dir=report_folder(config, nodeid),
-                    data_dir=Path(data_dir) if data_dir else None,
-                    on_event=config.hook.pytest_flopynet_event, on_round_end=config.hook.pytest_flopynet_round_end,
-                    worker=worker_id(config), backend_options=backend_options(config),
-                    executor=option(config, "executor"), **parts)
+    return Scenario(scenario, settings=run_settings(config), test_id=nodeid, source=source,
+                    reports_dir=report_folder(config, nodeid), on_event=config.hook.pytest_flopynet_event,
+                    on_round_end=config.hook.pytest_flopynet_round_end, worker=worker_id(config), **parts)
 
 
 def gates_for(config: pytest.Config, scenario: ScenarioConfig, markers=()) -> list:
     """Scenario file < @pytest.mark.gate < ini flopynet_gates < --flopynet-gate, per metric."""
     marked = [g for m in markers for g in m.args]
-    return merge_gates(scenario.gates, marked, config.getini("flopynet_gates"),
-                       config.getoption("flopynet_gate") or [])
+    return merge_gates(scenario.gates, marked, run_settings(config).gates)
 
 
 def finish(item: pytest.Item, runner) -> None:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, find, given, settings
 
 from pytest_flopynet import load_scenario, validate
 from pytest_flopynet.analysis.gates import evaluate, merge_gates
-from pytest_flopynet.engine.runner import Scenario
+from pytest_flopynet.session import Scenario
 from pytest_flopynet.strategies import event_schedules, fl_configs, network_configs, scenario_configs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -236,7 +236,8 @@ def test_a_partition_suspends_the_clients_links_and_bandwidth_limits_are_unavail
     backend, topology = built
     partition = next((i, e) for i, e in enumerate(seed.events) if e.event_type == EventType.NETWORK_PARTITION)
     bandwidth = next((i, e) for i, e in enumerate(seed.events) if e.event_type == EventType.NETWORK_BANDWIDTH_LIMIT)
-    assert "bandwidth" in backend.unsupported(seed.events)
+    from pytest_flopynet.session import unsupported_events
+    assert "bandwidth" in unsupported_events(backend, seed.events)
     # client_1 on s2, client_2 on s3; 90 s from 1200 s
     cut = {"client_1-s2", "client_2-s3"}
     ctx, seen = drive(backend, topology, [partition], seed_value=7, checkpoints=[1199, 1200, 1289.9, 1290],

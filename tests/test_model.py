@@ -87,8 +87,10 @@ def _base() -> dict:
 
 
 def _errors(data: dict) -> list[tuple[str, str]]:
+    """Every problem a run would report: the file's own (from_dict), then registries and topology."""
+    from pytest_flopynet.checks import check_buildable
     with pytest.raises(ScenarioValidationError) as info:
-        from_dict(data, "bad.yaml")
+        check_buildable(from_dict(data, "bad.yaml"), "bad.yaml")
     return info.value.problems
 
 

@@ -12,7 +12,7 @@ import pytest
 from pytest_flopynet import FLConfig, NetworkConfig, ScenarioConfig, ScenarioEvent
 from pytest_flopynet.controller import Controller
 from pytest_flopynet.engine.clock import WallClock
-from pytest_flopynet.engine.runner import Scenario
+from pytest_flopynet.session import Scenario
 from pytest_flopynet.errors import UnavailableError
 from pytest_flopynet.network import build_topology
 from pytest_flopynet.network.backend import Condition, Flow
@@ -227,7 +227,7 @@ def _start_run(tmp_path):
         "signal.signal(signal.SIGINT, signal.default_int_handler)  # a job started in the background ignores it\n"
         "sys.path.insert(0, %r)\n"
         "from test_netns_backend import fl_scenario\n"
-        "from pytest_flopynet.engine.runner import Scenario\n"
+        "from pytest_flopynet.session import Scenario\n"
         "run = Scenario(fl_scenario(rounds=50), seed=1, backend='netns')\n"
         "run.on_round_end = lambda **kw: print('round', kw['round'], flush=True)\n"
         "run.run()\n" % str(Path(__file__).parent))

@@ -92,7 +92,7 @@ def recommendations(summary: dict[str, Any], custom: dict[str, Any]) -> list[dic
 
 def analyze_scenario(run, custom_analysis: Iterable[str] = ()) -> dict[str, Any]:
     """The seed's results structure plus the raw record (rounds and events in scenario seconds) of a
-    finished run (a ScenarioResult or its execution). `custom_analysis` adds analyses to those the
+    finished run (a ScenarioResult or its execution: the record, plain data, never a live part). `custom_analysis` adds analyses to those the
     scenario's analysis_config names, without running it again."""
     execution = getattr(run, "execution", run)
     for name in custom_analysis:
@@ -100,7 +100,7 @@ def analyze_scenario(run, custom_analysis: Iterable[str] = ()) -> dict[str, Any]
             raise FlopynetError(f"custom_analysis: {analysis_problem(name)}")
     summary = execution_summary(execution)
     raw = execution.metrics.to_dict()
-    policy = execution.policy.metrics() if execution.policy is not None else {}
+    policy = dict(execution.policy_metrics)
     record = {**raw, "policy_metrics": policy}
     names = dict.fromkeys([*BASIC, *execution.config.analysis_config.custom_analysis, *custom_analysis])
     custom = {name: ANALYSES[name](record) for name in names}

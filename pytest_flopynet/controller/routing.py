@@ -8,8 +8,7 @@ from typing import Mapping
 
 import networkx as nx
 
-from ..network.backend import LinkState
-from ..network.topology import Topology
+from ..netmodel import LinkState, Topology
 
 Hop = tuple[str, str]  # (link name, node the traffic enters the link from)
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import UnavailableError
-from ..processes import free_port, stop_group
+from ..processes import free_port, stop_group, tool
 
 RYU_PINS = ["ryu==4.34", "eventlet==0.33.3", "dnspython>=2,<2.3", "networkx>=3,<4"]
 APP = Path(__file__).with_name("ryu_app.py")
@@ -57,7 +57,6 @@ class RyuController:
         self.log = Path(topology).with_suffix(".ryu.log")
 
     def _inside(self, argv: list[str]) -> list[str]:
-        from ..network.lab import tool
         return [tool("ip"), "netns", "exec", self.netns, *argv] if self.netns else argv
 
     def _listening(self) -> bool:

@@ -100,3 +100,9 @@ class WallClock:
             entry.callback()
         if not math.isinf(t):
             self._sleep_until(t)
+
+
+def clock_for(backend: str, time_scale: float | None = None) -> Clock:
+    """Scenario time for a backend: virtual for the simulation, wall time (compressed by time_scale)
+    where real packets move."""
+    return VirtualClock() if backend == "sim" else WallClock(time_scale=float(time_scale or 1.0))

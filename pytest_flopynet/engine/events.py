@@ -14,9 +14,9 @@ from ..controller.routing import Controller
 from ..errors import FlopynetError
 from ..fl.attacks import Tamper
 from ..fl.cluster import FLCluster
-from ..model import EventType, ScenarioEvent
-from ..network.backend import Backend, Condition
-from ..network.topology import Topology
+from ..model import EventType, ScenarioEvent, event_clients, event_spec
+from ..netmodel import Condition, Topology
+from ..network.backend import Backend
 from ..policy import PolicyEngine
 from ..seeds import derive_seed
 from .clock import Clock
@@ -60,11 +60,12 @@ def target_links(event: ScenarioEvent, ctx: EventContext, index: int) -> tuple[s
     return tuple(links)
 
 
-def target_clients(event: ScenarioEvent) -> list[str]:
-    params = event.parameters
-    if event.target == "client_group":
-        return list(params.get("partitioned_clients") or params.get("clients") or [])
-    return list(params.get("clients") or [event.target])
+target_clients = event_clients  # the clients a client event acts on (model.specs)
+
+
+def parameters(event: ScenarioEvent) -> dict:
+    """The event's parameters with its type's defaults filled in (model.specs: the published ones)."""
+    return event_spec(event.event_type).with_defaults(event.parameters)
 
 
 def _condition(make: Callable[[ScenarioEvent, tuple[str, ...], EventContext], Condition]):
@@ -121,7 +122,7 @@ def client_failure(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
     """hard_failure: away until recovery_time (or duration); intermittent: each round the client is
     present with probability reconnect_probability while the event lasts."""
     if event.parameters["failure_type"] == "intermittent":
-        p = float(event.parameters.get("reconnect_probability", 0.5))
+        p = float(parameters(event)["reconnect_probability"])
         return _clients(lambda cl, c, t: cl.clients[c].intermittent.append(p),
                         lambda cl, c, t: cl.clients[c].intermittent.remove(p))(event, ctx, index)
     away = _clients(FLCluster.go_away, FLCluster.come_back)(event, ctx, index)
@@ -140,7 +141,8 @@ def not_yet_joined(event: ScenarioEvent) -> object:
 
 def _tamper(kind_param: str, default: str):
     def handler(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
-        tamper = Tamper(event.parameters.get(kind_param, default), dict(event.parameters))
+        params = parameters(event)
+        tamper = Tamper(params.get(kind_param, default), params)
         return _clients(lambda cl, c, t: cl.add_tamper(c, tamper),
                         lambda cl, c, t: cl.remove_tamper(c, tamper))(event, ctx, index)
     return handler
@@ -175,7 +177,7 @@ def ddos(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
     victim = event.target if event.target in topo.graph else topo.server
     source = event.parameters.get("source")
     sources = [source] if source else ([h for h in topo.hosts if h.startswith("host_")] or topo.clients)
-    per_source = max(1, round(float(event.parameters.get("request_rate_multiplier", 1))))
+    per_source = max(1, round(float(parameters(event)["request_rate_multiplier"])))
     handle = ctx.backend.apply(Condition(background=tuple((s, victim) for s in sources if s != victim
                                                           for _ in range(per_source))))
     ctx.policy.security_events += 1
@@ -185,7 +187,7 @@ def ddos(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
 HANDLERS: dict[EventType, Callable[[ScenarioEvent, EventContext, int], Undo]] = {
     EventType.NETWORK_LATENCY_INCREASE: _condition(
         lambda e, links, ctx: Condition(links, extra_delay_ms=float(e.parameters["latency_increase_ms"]),
-                                        jitter_ms=float(e.parameters.get("jitter_ms", 0.0)))),
+                                        jitter_ms=float(parameters(e)["jitter_ms"]))),
     EventType.NETWORK_PACKET_LOSS: packet_loss,
     EventType.NETWORK_BANDWIDTH_LIMIT: _condition(
         lambda e, links, ctx: Condition(links, bandwidth_mbps=float(e.parameters["bandwidth_limit_mbps"]))),

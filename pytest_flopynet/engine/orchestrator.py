@@ -12,15 +12,15 @@ from typing import Any, Callable
 
 from ..collector import Collector, EventRecord, RoundRecord
 from ..errors import FlopynetError, UnavailableError
-from ..fl.aggregation import minimum_updates
-from ..fl.cluster import FLCluster
-from ..model import EventType, ScenarioConfig, ScenarioEvent, ScenarioState, event_duration
-from ..network.backend import Backend, Flow
-from ..network.topology import Topology
 from ..controller import Controller
+from ..fl.cluster import FLCluster
+from ..model import (EventType, ScenarioConfig, ScenarioEvent, ScenarioState, by_client_number, event_clients,
+                     event_duration, rule_spec)
+from ..netmodel import Flow, Topology
+from ..network.backend import Backend
 from ..policy import PolicyEngine
 from .clock import Clock
-from .events import HANDLERS, EventContext, not_yet_joined, target_clients
+from .events import HANDLERS, EventContext, not_yet_joined
 
 StatusCallback = Callable[["ScenarioExecution"], None]
 
@@ -40,7 +40,7 @@ class ScenarioExecution:
     metrics: Collector = field(default_factory=Collector)
     error_message: str | None = None
     backend: str = "sim"
-    policy: PolicyEngine | None = None
+    policy_metrics: dict[str, Any] = field(default_factory=dict)  # the policy engine's, when the run ended
 
 
 @dataclass
@@ -63,7 +63,6 @@ class Orchestrator:
         self.clock, self.backend, self.topology, self.cluster = clock, backend, topology, cluster
         self.controller = controller
         self.policy = policy or PolicyEngine()
-        execution.policy = self.policy
         self.events = list(self.config.events if events is None else events)
         self.callbacks = list(callbacks)
         self.status_callbacks = list(status_callbacks)
@@ -108,6 +107,7 @@ class Orchestrator:
             ex.error_message = str(exc) if isinstance(exc, FlopynetError) else f"{type(exc).__name__}: {exc}"
             self._set_state(ScenarioState.FAILED)
         finally:
+            ex.policy_metrics = self.policy.metrics()  # the record holds plain data, not the live engine
             self.backend.teardown()
         return ex
 
@@ -116,7 +116,7 @@ class Orchestrator:
                            self.execution.seed)
         for event in self.events:  # clients that join later are away until then
             if event.event_type == EventType.CLIENT_JOIN:
-                for c in target_clients(event):
+                for c in event_clients(event):
                     self.cluster.go_away(c, not_yet_joined(event))
         sched = self.clock.scheduler
         for index, event in enumerate(self.events):
@@ -230,15 +230,15 @@ class Orchestrator:
             attackers = {c for c in returned if tampers[c]}
             accepted = self.policy.screen([updates[c] for c in returned], cluster.global_params, now, attackers)
             # a robust rule with too few updates (clients lost or quarantined) keeps the global model
-            aggregated = len(accepted) >= minimum_updates(fl.aggregation_method, fl.aggregation_parameters)
+            aggregated = len(accepted) >= rule_spec(fl.aggregation_method).minimum_updates(fl.aggregation_parameters)
             if aggregated:
                 cluster.aggregate(accepted)
             accuracy, loss = cluster.evaluate()
         record = RoundRecord(rnd, start, now, returned, [c for c in selected if c not in returned],
                              bytes_up=nbytes * len(arrived),
                              bytes_down=nbytes * sum(t is not None for t in got), accuracy=accuracy, loss=loss,
-                             rejected=sorted(set(returned) - {u.client for u in accepted},
-                                             key=lambda c: int(c.split("_")[1])), aggregated=aggregated)
+                             rejected=by_client_number(set(returned) - {u.client for u in accepted}),
+                             aggregated=aggregated)
         self.execution.metrics.record_round(record)
         self.execution.current_round = rnd
         if self.on_round_end is not None:

@@ -9,11 +9,15 @@ Byzantine client could lie about its sample count.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 import torch
 
 from ..errors import FlopynetError
+from ..model.specs import AGGREGATION_RULES, AggregationSpec
+from ..model.specs import register_rule as register_spec
+from ..registry import Registry
 
 
 def _stack(updates: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -105,7 +109,7 @@ RULES: dict[str, Callable[..., torch.Tensor]] = {
     "multikrum": multikrum,
     "bulyan": bulyan,
 }
-STATEFUL = ("fedavgm", "fedadam", "fedyogi", "scaffold")
+STATEFUL = ("fedavgm", "fedadam", "fedyogi", "scaffold")  # make_aggregator only
 
 
 def aggregate(method: str, updates: Sequence[torch.Tensor], weights: Sequence[float], **parameters) -> torch.Tensor:
@@ -146,13 +150,11 @@ class FedOpt:
     (1 - beta2) delta^2, Yogi v = v - (1 - beta2) delta^2 sign(v - delta^2); x += server_lr * m /
     (sqrt(v) + tau), with v starting at tau^2 as in the paper and no bias correction."""
 
-    DEFAULTS = {"fedavgm": {"server_lr": 1.0, "momentum": 0.9},
-                "fedadam": {"server_lr": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3},
-                "fedyogi": {"server_lr": 0.01, "beta1": 0.9, "beta2": 0.99, "tau": 1e-3}}
+    METHODS = ("fedavgm", "fedadam", "fedyogi")
 
     def __init__(self, method: str, **parameters):
         self.method = method
-        self.p = {**self.DEFAULTS[method], **parameters}
+        self.p = AGGREGATION_RULES[method].with_defaults(parameters)  # defaults: model.specs
 
     def aggregate(self, global_params, updates, weights, state) -> torch.Tensor:
         x = global_params.to(torch.float64)
@@ -196,21 +198,51 @@ class Scaffold:
         return new.to(global_params.dtype)
 
 
-def minimum_updates(method: str, parameters: dict) -> int:
-    """Fewest updates the rule can aggregate: krum and multikrum need n > 2f + 2, bulyan n >= 4f + 3."""
-    f = int(parameters.get("f", 0))
-    return {"krum": 2 * f + 3, "multikrum": 2 * f + 3, "bulyan": 4 * f + 3}.get(method, 1)
+@dataclass(frozen=True)
+class Rule:
+    """An aggregation rule as the registry holds it: its spec (model.specs) and its server side,
+    `aggregator(parameters) -> Aggregator`. Another package registers one under the entry-point group
+    `pytest_flopynet.rules` (name = "module:RULE"), or calls register_rule."""
+
+    spec: AggregationSpec
+    aggregator: Callable[[dict], Aggregator]
+
+
+def _builtin(method: str) -> Callable[[dict], Aggregator]:
+    """The server side of a built-in rule: a stateless function of RULES, a FedOpt, or SCAFFOLD's."""
+    def make(parameters: dict) -> Aggregator:
+        parameters = dict(parameters)
+        if method in FedOpt.METHODS:
+            return FedOpt(method, **parameters)
+        if method == "scaffold":
+            return Scaffold(method, **parameters)
+        parameters.pop("mu", None)  # FedProx's mu is the clients' business
+        return Stateless(method, **parameters)
+    return make
+
+
+AGGREGATORS = Registry("aggregation rule", "pytest_flopynet.rules",
+                       {name: Rule(spec, _builtin(name)) for name, spec in AGGREGATION_RULES.items()})
+
+
+def register_rule(rule: Rule) -> Rule:
+    """Add an aggregation rule: its spec for validation, its aggregator for the server."""
+    register_spec(rule.spec)
+    return AGGREGATORS.register(rule.spec.name, rule)
+
+
+def rule_problem(method: str) -> list[tuple[str, str]]:
+    """[] if `method` is a registered rule (its spec then known to validation), else the problem."""
+    if method not in AGGREGATORS:
+        return [("fl_config.aggregation_method",
+                 f"unknown aggregation method {method!r} (known: {', '.join(AGGREGATORS)})")]
+    register_spec(AGGREGATORS.load(method).spec)
+    return []
 
 
 def make_aggregator(method: str, parameters: dict) -> Aggregator:
     """The server-side Aggregator for aggregation_method with its aggregation_parameters."""
-    parameters = dict(parameters)
-    if method in FedOpt.DEFAULTS:
-        return FedOpt(method, **parameters)
-    if method == "scaffold":
-        return Scaffold(method, **parameters)
-    if method not in RULES:
+    if method not in AGGREGATORS:
         raise FlopynetError(f"fl_config.aggregation_method: unknown method {method!r} "
-                            f"(available: {', '.join([*RULES, *STATEFUL])})")
-    parameters.pop("mu", None)
-    return Stateless(method, **parameters)
+                            f"(available: {', '.join(AGGREGATORS)})")
+    return AGGREGATORS.load(method).aggregator(dict(parameters))

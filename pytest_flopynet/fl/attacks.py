@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from ..model import EventType, event_spec
+
 
 def flip_labels(y: torch.Tensor, fraction: float, num_classes: int, gen: torch.Generator) -> torch.Tensor:
     """Label flipping: a `fraction` of the labels (chosen at random) become (label + 1 + r) mod K with
@@ -63,6 +65,11 @@ class Tamper:
     params: dict[str, Any] = field(default_factory=dict)
 
     DATA = ("label_flipping", "label_shift", "feature_shift")
+    DRIFTS = ("label_shift", "feature_shift")
+
+    def __post_init__(self) -> None:  # the event type's defaults (model.specs) under what was given
+        kind = EventType.DATA_DRIFT if self.kind in self.DRIFTS else EventType.MODEL_POISONING
+        self.params = event_spec(kind).with_defaults(self.params)
 
     @property
     def on_data(self) -> bool:
@@ -70,14 +77,14 @@ class Tamper:
 
     def data(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, gen: torch.Generator):
         if self.kind == "label_flipping":
-            return x, flip_labels(y, float(self.params.get("attack_intensity", 1.0)), num_classes, gen)
+            return x, flip_labels(y, float(self.params["attack_intensity"]), num_classes, gen)
         if self.kind == "label_shift":
-            return x, shift_labels(y, float(self.params.get("severity", 0.5)), num_classes, gen)
-        return shift_features(x, float(self.params.get("severity", 0.5)), gen), y
+            return x, shift_labels(y, float(self.params["severity"]), num_classes, gen)
+        return shift_features(x, float(self.params["severity"]), gen), y
 
     def update(self, params: torch.Tensor, global_params: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.kind == "gaussian_noise":
-            return gaussian_noise(params, global_params, float(self.params.get("noise_std", 1.0)), gen)
+            return gaussian_noise(params, global_params, float(self.params["noise_std"]), gen)
         if self.kind == "sign_flipping":
             return sign_flipping(params, global_params)
-        return scaling(params, global_params, float(self.params.get("scale", 10.0)))
+        return scaling(params, global_params, float(self.params["scale"]))

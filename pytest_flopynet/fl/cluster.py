@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from ..model import ScenarioConfig
+from ..model import ScenarioConfig, by_client_number, rule_spec
 from ..seeds import derive_seed
 from .aggregation import make_aggregator
 from .attacks import Tamper
@@ -65,10 +65,9 @@ class FLCluster:
         flops = fl.client_compute_gflops * 1e9
         self.clients = {n: ClientState(n, idx, flops) for n, idx in zip(names, parts)}
         self.round = 0  # the round being selected, for per-round draws (intermittent clients)
+        self.rule = rule_spec(fl.aggregation_method)  # what the rule asks of clients (model.specs)
         self.executor = make_executor(executor, self.model, local_epochs=fl.local_epochs, batch_size=fl.batch_size,
-                                      learning_rate=fl.learning_rate,
-                                      mu=float(fl.aggregation_parameters.get("mu", 0.0))
-                                      if fl.aggregation_method == "fedprox" else 0.0)
+                                      learning_rate=fl.learning_rate, mu=self.rule.proximal_mu(fl.aggregation_parameters))
         self.aggregator = make_aggregator(fl.aggregation_method, fl.aggregation_parameters)
         self.server_state: dict = {"num_clients": len(names)}  # the aggregator's memory between rounds
         self.control_variates: dict[str, torch.Tensor] = {}  # SCAFFOLD's c_i, zero until a client reports
@@ -107,7 +106,7 @@ class FLCluster:
         """k clients drawn uniformly among the candidates, seeded per round."""
         rng = np.random.default_rng(derive_seed(self.seed, "select", round_number))
         chosen = rng.choice(len(candidates), size=min(k, len(candidates)), replace=False)
-        return sorted((candidates[i] for i in chosen), key=lambda c: int(c.split("_")[1]))
+        return by_client_number(candidates[i] for i in chosen)
 
     # -- a round ----------------------------------------------------------------------------
     def compute_seconds(self, name: str) -> float:
@@ -119,8 +118,8 @@ class FLCluster:
     @property
     def keeps_partial_work(self) -> bool:
         """FedProx aggregates what a straggler managed before the deadline (Li et al. 2020); the other
-        rules drop stragglers."""
-        return self.config.fl_config.aggregation_method == "fedprox"
+        rules drop stragglers (the rule's spec says which it does)."""
+        return self.rule.keeps_partial_work
 
     def work_fraction(self, name: str, seconds: float) -> float:
         """The share of its local epochs the client completes in `seconds` of compute, in [0, 1]."""
@@ -144,7 +143,7 @@ class FLCluster:
         work = work or {}
         active = {name: self.clients[name].tampers for name in names}
         active.update(tampers or {})
-        scaffold = self.config.fl_config.aggregation_method == "scaffold"
+        scaffold = self.rule.control_variates
         c = self.server_state.get("c")
         tasks = []
         for name in names:
@@ -176,7 +175,7 @@ class FLCluster:
 
     def aggregate(self, updates: list[Update]) -> None:
         """The new global model from the updates that reached the server, through the Aggregator."""
-        if self.config.fl_config.aggregation_method == "scaffold":
+        if self.rule.control_variates:
             self._scaffold_client_variates(updates)
         self.global_params = self.aggregator.aggregate(self.global_params, [u.params for u in updates],
                                                        [u.num_samples for u in updates], self.server_state)

@@ -28,6 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..model import by_client_number, client_number, from_dict, rule_spec, to_dict
+from .cluster import FLCluster
+from .executor import Update
+
 MAGIC, VERSION = b"FN", 1
 HELLO, MODEL, UPDATE, DONE = 1, 2, 3, 4
 HEADER = struct.Struct("<2sBBI")
@@ -109,23 +113,20 @@ class NodeConfig:
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
-        from ..model import from_dict
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         scenario = from_dict(data["scenario"], str(path))
         return cls(scenario, int(data.get("seed", 0)), Path(data["data_dir"]) if data.get("data_dir") else None)
 
     @staticmethod
     def write(path: Path, scenario, seed: int, data_dir: Path | None = None) -> Path:
-        from ..model import to_dict
         Path(path).write_text(json.dumps({"scenario": to_dict(scenario), "seed": seed,
                                           "data_dir": str(data_dir) if data_dir else None}), encoding="utf-8")
         return Path(path)
 
 
 def _cluster(node: NodeConfig):
-    from .cluster import FLCluster
-    if node.scenario.fl_config.aggregation_method == "scaffold":
-        raise SystemExit("node: scaffold needs control variates exchanged with the model; the node program "
+    if rule_spec(node.scenario.fl_config.aggregation_method).control_variates:
+        raise SystemExit(f"node: {node.scenario.fl_config.aggregation_method} needs control variates exchanged with the model; the node program "
                          "does not carry them yet")
     return FLCluster(node.scenario, node.seed, node.data_dir, executor="sequential")
 
@@ -133,7 +134,6 @@ def _cluster(node: NodeConfig):
 def run_server(node: NodeConfig, listen: tuple[str, int], join_timeout: float = 60.0,
                round_timeout: float | None = None) -> int:
     """Wait for every client to say hello, then run the scenario's rounds over the sockets."""
-    from .aggregation import minimum_updates
     cluster = _cluster(node)
     fl = node.scenario.fl_config
     expected = set(node.scenario.client_names)
@@ -157,7 +157,7 @@ def run_server(node: NodeConfig, listen: tuple[str, int], join_timeout: float = 
     timeout = round_timeout or fl.round_timeout_seconds or 600.0
     for rnd in range(1, fl.total_rounds + 1):
         start = time.time()
-        chosen = cluster.select(sorted(peers, key=lambda c: int(c.split("_")[1])), fl.clients_per_round, rnd)
+        chosen = cluster.select(by_client_number(peers), fl.clients_per_round, rnd)
         message = encode_model(rnd, cluster.global_params)
         sent = []
         for name in chosen:
@@ -180,10 +180,9 @@ def run_server(node: NodeConfig, listen: tuple[str, int], join_timeout: float = 
                         _lost(peers, name, exc)
                         continue
                     if msg["kind"] == "update" and msg["round"] == rnd:
-                        from .executor import Update
                         updates.append(Update(name, msg["params"], msg["samples"], msg["loss"], msg["steps"]))
-        updates.sort(key=lambda u: int(u.client.split("_")[1]))
-        aggregated = len(updates) >= minimum_updates(fl.aggregation_method, fl.aggregation_parameters)
+        updates.sort(key=lambda u: client_number(u.client))
+        aggregated = len(updates) >= rule_spec(fl.aggregation_method).minimum_updates(fl.aggregation_parameters)
         if aggregated:
             cluster.aggregate(updates)
         accuracy, loss = cluster.evaluate()

@@ -15,8 +15,9 @@ import yaml
 
 from ..errors import ScenarioValidationError
 from .config import EventType, ScenarioConfig
-from .rules import AGGREGATION_PARAMETERS, CLIENT_EVENTS, EVENT_PARAMETERS, TARGET_KEYWORDS
-from .schema import scenario_schema
+from .gates import GateSyntaxError, parse_gate
+from .schema import dataclass_schema
+from .specs import AGGREGATION_RULES, AggregationSpec, EventSpec, Param, client_number, event_spec
 
 
 class ScenarioWarning(UserWarning):
@@ -25,7 +26,8 @@ class ScenarioWarning(UserWarning):
 
 @cache
 def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(scenario_schema())
+    # the fields' shapes; parameters are checked against their specs, with messages of our own
+    return jsonschema.Draft202012Validator(dataclass_schema(ScenarioConfig))
 
 
 def _path(parts) -> str:
@@ -110,7 +112,10 @@ def from_dict(data: Any, source: str = "<scenario>", base_dir: Path | None = Non
 
 
 def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | None = None, warn: bool = True) -> None:
-    """Rules across fields (the schema cannot say them); raises ScenarioValidationError."""
+    """Rules across fields that need only the scenario itself (the schema cannot say them); raises
+    ScenarioValidationError. What a scenario names in registries (models, data sets, analyses,
+    policies, rules of other packages) and in its topology is checked where a run is built
+    (checks.check_buildable). `base_dir` is accepted for symmetry with that check and unused here."""
     if not isinstance(config, ScenarioConfig):
         raise ScenarioValidationError(source, [("", f"expected a ScenarioConfig, got {type(config).__name__}")])
     problems: list[tuple[str, str]] = []
@@ -126,29 +131,21 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
                                filename=str(source), lineno=0, module="pytest_flopynet.model.io")
     if net.topology_type == "custom" and not net.custom_topology_file:
         problems.append(("network_config.custom_topology_file", "required when topology_type is custom"))
-    problems += _check_aggregation(fl) + _check_registries(fl)
+    if fl.aggregation_method in AGGREGATION_RULES:  # other packages' rules: checked where the run is built
+        problems += check_aggregation(fl, AGGREGATION_RULES[fl.aggregation_method])
     end = config.duration_seconds
-    known_targets = _known_targets(config, base_dir)
+    clients = max(config.num_clients, config.network_config.node_count - 1)
     for i, event in enumerate(config.events):
         where = f"events[{i}]"
         if event.trigger_time > end:
             problems.append((f"{where}.trigger_time", f"{event.trigger_time:g} s is past the scenario's end "
                                                       f"(duration_minutes {config.duration_minutes:g} = {end:g} s)"))
-        problems += _check_parameters(f"{where}.parameters", event.event_type, event.parameters)
-        if known_targets is not None and event.target not in known_targets:
-            problems.append((f"{where}.target", f"unknown target {event.target!r}: not a keyword "
-                                                f"({', '.join(TARGET_KEYWORDS)}), a client of this scenario "
-                                                f"(client_1..client_{n}) or a link or node of the topology"))
-        else:
-            problems += _check_target_kind(where, event)
+        spec = event_spec(event.event_type)
+        problems += _check_against(f"{where}.parameters", spec.parameters, event.parameters, str(event.event_type))
+        problems += _check_target_kind(where, spec, event)
         for c in event.parameters.get("partitioned_clients", []) + event.parameters.get("clients", []):
-            if known_targets is not None and c not in known_targets:
+            if isinstance(c, str) and c.startswith("client_") and client_number(c) > clients:
                 problems.append((f"{where}.parameters", f"{c!r} is not a client of this scenario (client_1..client_{n})"))
-    from ..analysis.custom import analysis_problem
-    for i, name in enumerate(config.analysis_config.custom_analysis):
-        if analysis_problem(name):
-            problems.append((f"analysis_config.custom_analysis[{i}]", analysis_problem(name)))
-    from ..analysis.gates import GateSyntaxError, parse_gate
     for i, gate in enumerate(config.gates):
         try:
             parse_gate(gate)
@@ -158,87 +155,52 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
         raise ScenarioValidationError(source, problems)
 
 
-def _check_target_kind(where: str, event) -> list[tuple[str, str]]:
+def _check_target_kind(where: str, spec: EventSpec, event) -> list[tuple[str, str]]:
     """The target must name the kind of thing the event type acts on."""
     kind, target, params = event.event_type, event.target, event.parameters
-    if kind in CLIENT_EVENTS:
+    if spec.acts_on == "clients":
         if target == "client_group" and not (params.get("clients") or params.get("partitioned_clients")):
             return [(f"{where}.parameters.clients", f"{kind} on client_group needs the list of clients")]
         if target != "client_group" and not target.startswith("client_"):
             return [(f"{where}.target", f"{kind} acts on clients: client_<n> or client_group, not {target!r}")]
     elif kind == EventType.NETWORK_PARTITION and target == "client_group" and not params.get("partitioned_clients"):
         return [(f"{where}.parameters.partitioned_clients", "a partition of client_group needs partitioned_clients")]
-    elif kind == EventType.POLICY_CHANGE:
-        from ..policy import load_policies
-        known = load_policies()
+    elif spec.acts_on == "policy":
         if target != "policy_engine":
-            return [(f"{where}.target", f"policy_change acts on policy_engine, not {target!r}")]
-        if params.get("policy_name") not in known:
-            return [(f"{where}.parameters.policy_name", f"unknown policy {params.get('policy_name')!r} "
-                                                        f"(known: {', '.join(known)})")]
-    elif kind == EventType.SECURITY_EVENT and target in ("all_links", "client_links", "server_links",
-                                                         "client_group", "policy_engine"):
-        return [(f"{where}.target", f"security_event attacks a host (e.g. fl_server), not {target!r}")]
+            return [(f"{where}.target", f"{kind} acts on policy_engine, not {target!r}")]
+    elif spec.acts_on == "host" and target in ("all_links", "client_links", "server_links", "client_group",
+                                               "policy_engine"):
+        return [(f"{where}.target", f"{kind} attacks a host (e.g. fl_server), not {target!r}")]
     elif target == "policy_engine":
         return [(f"{where}.target", f"{kind} does not act on the policy engine")]
     return []
 
 
-def _check_against(where: str, schemas: dict[str, dict], required: tuple[str, ...], params: dict, what: str):
+def _check_against(where: str, parameters: dict[str, Param], given: dict, what: str) -> list[tuple[str, str]]:
     problems = []
-    for name in required:
-        if name not in params:
+    for name, p in parameters.items():
+        if p.required and name not in given:
             problems.append((f"{where}.{name}", f"required parameter of {what} is missing"))
-    for name, value in params.items():
-        if name not in schemas:
-            known = ", ".join(schemas) or "none"
+    for name, value in given.items():
+        if name not in parameters:
+            known = ", ".join(parameters) or "none"
             problems.append((f"{where}.{name}", f"unknown parameter of {what} (known: {known})"))
             continue
-        for error in jsonschema.Draft202012Validator(schemas[name]).iter_errors(value):
+        for error in jsonschema.Draft202012Validator(parameters[name].schema).iter_errors(value):
             problems += _schema_problems(error, (f"{where}.{name}",))
     return problems
 
 
-def _check_parameters(where: str, event_type: EventType, params: dict) -> list[tuple[str, str]]:
-    schemas, required = EVENT_PARAMETERS[EventType(event_type)]
-    return _check_against(where, schemas, required, params, str(event_type))
-
-
-def _check_aggregation(fl) -> list[tuple[str, str]]:
+def check_aggregation(fl, spec: AggregationSpec) -> list[tuple[str, str]]:
+    """aggregation_parameters against the rule's spec, and its bound on the updates per round."""
     method = fl.aggregation_method
-    if method not in AGGREGATION_PARAMETERS:
-        return [("fl_config.aggregation_method",
-                 f"unknown aggregation method {method!r} (known: {', '.join(AGGREGATION_PARAMETERS)})")]
-    schemas, required = AGGREGATION_PARAMETERS[method]
-    problems = _check_against("fl_config.aggregation_parameters", schemas, required, fl.aggregation_parameters, method)
+    problems = _check_against("fl_config.aggregation_parameters", spec.parameters, fl.aggregation_parameters, method)
     f = fl.aggregation_parameters.get("f")
     k = fl.clients_per_round
-    if not problems and isinstance(f, int):
-        if method in ("krum", "multikrum") and k <= 2 * f + 2:
-            problems.append(("fl_config.aggregation_parameters.f",
-                             f"{method} needs n > 2f + 2 updates per round: n = clients_per_round = {k}, f = {f}"))
-        if method == "bulyan" and k < 4 * f + 3:
-            problems.append(("fl_config.aggregation_parameters.f",
-                             f"bulyan needs n >= 4f + 3 updates per round: n = clients_per_round = {k}, f = {f}"))
+    if not problems and isinstance(f, int) and k < spec.minimum_updates(fl.aggregation_parameters):
+        problems.append(("fl_config.aggregation_parameters.f",
+                         f"{method} needs {spec.bound} updates per round: n = clients_per_round = {k}, f = {f}"))
     return problems
-
-
-def _check_registries(fl) -> list[tuple[str, str]]:
-    """The model and data set against their registries (built-in and registered ones). This is the
-    one check that imports torch (the registries hold torch code): about 1.5 s, once per process."""
-    from ..fl.datasets import dataset_problems
-    from ..fl.models import model_problems
-    return model_problems(fl.model_architecture, fl.model_parameters) + dataset_problems(fl.dataset)
-
-
-def _known_targets(config: ScenarioConfig, base_dir: Path | None) -> set[str] | None:
-    from ..network.topology import build_topology
-    try:
-        topo = build_topology(config, base_dir=base_dir)
-    except Exception:  # a broken custom topology file is reported when the run builds it
-        return None
-    clients = max(config.num_clients, config.network_config.node_count - 1)
-    return {*TARGET_KEYWORDS, *(f"client_{i}" for i in range(1, clients + 1)), *topo.graph.nodes, *topo.links}
 
 
 # ---------------------------------------------------------------------------------- files

@@ -8,6 +8,7 @@ from enum import Enum
 from typing import Any
 
 from .config import ScenarioConfig
+from .specs import AGGREGATION_RULES, EVENT_SPECS
 
 _SCALARS = {str: "string", bool: "boolean", int: "integer", float: "number"}
 
@@ -69,11 +70,29 @@ def dataclass_schema(cls: type) -> dict[str, Any]:
     return schema
 
 
+def _when(field_name: str, value: str, inner: str, parameters) -> dict[str, Any]:
+    """`if field_name == value then inner's properties are these parameters` (with their defaults)."""
+    props = {name: p.published() for name, p in parameters.items()}
+    required = [name for name, p in parameters.items() if p.required]
+    then: dict[str, Any] = {"properties": props, "additionalProperties": False}
+    if required:
+        then["required"] = required
+    return {"if": {"properties": {field_name: {"const": value}}, "required": [field_name]},
+            "then": {"properties": {inner: then}}}
+
+
 def scenario_schema() -> dict[str, Any]:
-    """The published JSON Schema of a scenario file (`flopynet schema`)."""
-    return {
+    """The published JSON Schema of a scenario file (`flopynet schema`): the dataclasses' fields, and
+    each event type's and aggregation rule's parameters with their defaults (model.specs)."""
+    schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://pytest-flopynet/scenario.schema.json",
         "title": "pytest-flopynet scenario",
         **dataclass_schema(ScenarioConfig),
     }
+    props = schema["properties"]
+    props["events"]["items"]["allOf"] = [_when("event_type", str(t), "parameters", spec.parameters)
+                                         for t, spec in EVENT_SPECS.items()]
+    props["fl_config"]["allOf"] = [_when("aggregation_method", name, "aggregation_parameters", spec.parameters)
+                                   for name, spec in AGGREGATION_RULES.items()]
+    return schema

@@ -199,8 +199,7 @@ class GNS3Network:
 
     # -- settings and connection --------------------------------------------------------------
     def _settings(self, topology: Topology) -> None:
-        network = topology.network
-        scenario = parse_templates(getattr(network, "gns3_template", None), "network_config.gns3_template")
+        scenario = parse_templates(self.options.get("gns3_template"), "network_config.gns3_template")
         option = parse_templates(self.options.get("gns3_templates"), "the gns3_templates option")
         merged = {**scenario, **option}
         self.url = str(self.options.get("gns3_url") or merged.get("url") or DEFAULT_URL).rstrip("/")
@@ -258,14 +257,12 @@ class GNS3Network:
         return {n: available[n] for n in names}
 
     # -- Backend protocol ---------------------------------------------------------------------
-    def unsupported(self, events) -> str | None:
-        """Why these scenario events cannot run on GNS3 (a skip reason), or None."""
-        from ..model import EventType
-        for event in events:
-            if event.event_type == EventType.NETWORK_BANDWIDTH_LIMIT:
-                return self._no_bandwidth()
-            if event.event_type == EventType.SECURITY_EVENT:
-                return self._no_background()
+    def unsupported(self, features: frozenset[str]) -> str | None:
+        """Why conditions with these features cannot run on GNS3 (a skip reason), or None."""
+        if "bandwidth_mbps" in features:
+            return self._no_bandwidth()
+        if "background" in features:
+            return self._no_background()
         return None
 
     @staticmethod

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from ..errors import UnavailableError
+from ..processes import tool
 from .topology import Topology
 
 STATE_DIR = Path(tempfile.gettempdir()) / "flopynet-netns"
@@ -50,10 +51,6 @@ def unavailable() -> str | None:
     if not OVS_SCHEMA.is_file():
         return f"Open vSwitch's schema is missing ({OVS_SCHEMA})"
     return None
-
-
-def tool(name: str) -> str:
-    return shutil.which(name) or str(Path("/usr/sbin", name))
 
 
 def sh(*argv: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -29,7 +29,7 @@ class NetnsNetwork:
 
     name = "netns"
 
-    def __init__(self, clock, controller, worker: str = "main", options: dict | None = None):
+    def __init__(self, clock, controller, *, worker: str = "main", options: dict | None = None):
         from .agent import BULK_PORT, FL_PORT
         self.clock, self.controller, self.worker = clock, controller, worker
         self.options = dict(options or {})
@@ -53,15 +53,13 @@ class NetnsNetwork:
         self.rtt_ms = 0.0
 
     # -- set-up and teardown --------------------------------------------------------------------
-    def unsupported(self, events) -> str | None:
-        from ..model import EventType
+    def unsupported(self, features: frozenset[str]) -> str | None:
         reason = unavailable()
         if reason:
             return reason
-        for event in events:
-            if event.event_type == EventType.NETWORK_LATENCY_INCREASE and not netem_available():
-                return (f"{event.event_type} at {event.trigger_time:g} s needs the kernel's netem qdisc, which this "
-                        f"kernel lacks (tc: 'Specified qdisc kind is unknown'); run it on the sim backend")
+        if features & {"extra_delay_ms", "jitter_ms"} and not netem_available():
+            return ("added delay needs the kernel's netem qdisc, which this kernel lacks "
+                    "(tc: 'Specified qdisc kind is unknown'); run it on the sim backend")
         return None
 
     def build(self, topology: Topology) -> None:

@@ -15,11 +15,15 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from ..controller.routing import Controller, Hop
-from ..engine.clock import Clock
 from .backend import Condition, Flow, LinkState, NetworkStats, check_names, link_states
 from .flows import GOODPUT, mathis_rate, max_min_rates
 from .topology import Topology
+
+if TYPE_CHECKING:  # the engine gives the clock; the network never imports the engine
+    from ..engine.clock import Clock
 
 _DONE_BYTES = 1e-6
 
@@ -40,7 +44,8 @@ class _Transfer:
 class SimNetwork:
     name = "sim"
 
-    def __init__(self, clock: Clock, controller: Controller | None = None):
+    def __init__(self, clock: Clock, controller: Controller | None = None, *, worker: str = "main",
+                 options: dict | None = None):  # holds no machine resources: worker and options unused
         self.clock = clock
         self.controller = controller
         self.topology: Topology | None = None
@@ -59,8 +64,8 @@ class SimNetwork:
         self._sampled_at = 0.0
 
     # -- Backend protocol -------------------------------------------------------------
-    def unsupported(self, events) -> str | None:
-        return None
+    def unsupported(self, features: frozenset[str]) -> str | None:
+        return None  # every condition
 
     def build(self, topology: Topology) -> None:
         self.topology = topology

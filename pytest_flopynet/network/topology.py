@@ -6,53 +6,16 @@ Hosts are `fl_server`, `client_1..client_<n>` and idle `host_<k>` up to node_cou
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
 
 from ..errors import FlopynetError
-
-SERVER = "fl_server"
+from ..netmodel import SERVER, Link, Topology  # noqa: F401 (re-exported)
 
 
 class TopologyError(FlopynetError):
     pass
-
-
-@dataclass(frozen=True)
-class Link:
-    name: str
-    a: str
-    b: str
-    bw_mbps: float
-    delay_ms: float
-    loss: float = 0.0
-
-
-class Topology:
-    """A built topology: the graph plus the names events and backends refer to."""
-
-    def __init__(self, graph: nx.Graph, name: str = "topology", network=None, source: Path | None = None):
-        self.graph = graph
-        self.name = name  # the scenario's name (real backends name what they make after it)
-        self.network = network  # the NetworkConfig it was built from, if any (backend settings such as gns3_template)
-        self.source = source  # the custom topology file it was read from, if any
-        self.links: dict[str, Link] = {d["link"].name: d["link"] for _, _, d in graph.edges(data=True)}
-        self.hosts = [n for n, d in graph.nodes(data=True) if d["kind"] == "host"]
-        self.switches = [n for n, d in graph.nodes(data=True) if d["kind"] == "switch"]
-        self.server = SERVER
-        self.clients = sorted((h for h in self.hosts if h.startswith("client_")), key=lambda h: int(h.split("_")[1]))
-
-    def link(self, a: str, b: str) -> Link:
-        return self.graph.edges[a, b]["link"]
-
-    def links_of(self, node: str) -> list[str]:
-        """Names of the links attached to a node."""
-        return [self.graph.edges[node, nb]["link"].name for nb in self.graph.neighbors(node)]
-
-    def __repr__(self) -> str:
-        return f"Topology({len(self.hosts)} hosts, {len(self.switches)} switches, {len(self.links)} links)"
 
 
 def host_names(num_clients: int, node_count: int) -> list[str]:
@@ -171,6 +134,6 @@ def build_topology(config, base_dir: Path | None = None, graph: nx.Graph | None 
                 path = base_dir / path
             graph, source = read_graph(path), str(path)
         return Topology(custom(graph, hosts[: n + 1], net.link_bandwidth_mbps, net.base_latency_ms, source),
-                        config.name, net, path)
+                        config.name, path)
     return Topology(BUILDERS[net.topology_type](hosts, net.switch_count, net.link_bandwidth_mbps, net.base_latency_ms),
-                    config.name, net)
+                    config.name)

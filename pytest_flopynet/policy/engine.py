@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from ..errors import FlopynetError
+from ..model import client_number
 
 BUILTIN = Path(__file__).with_name("policies.yaml")
 DETECTORS = ("none", "robust_zscore")
@@ -121,7 +122,7 @@ class PolicyEngine:
                     self.security_events += 1
             else:
                 accepted.append(u)
-        self.trust_history.append((now, dict(sorted(self.trust.items(), key=lambda kv: int(kv[0].split("_")[1])))))
+        self.trust_history.append((now, dict(sorted(self.trust.items(), key=lambda kv: client_number(kv[0])))))
         return accepted
 
     def take_counts(self) -> tuple[int, int]:
@@ -141,6 +142,6 @@ class PolicyEngine:
             "security_violations": self.violations,
             "security_events": self.security_events,
             "screened_updates": dict(c),
-            "client_trust_scores": dict(sorted(self.trust.items(), key=lambda kv: int(kv[0].split("_")[1]))),
+            "client_trust_scores": dict(sorted(self.trust.items(), key=lambda kv: client_number(kv[0]))),
             "trust_history": [{"time": t, "trust": trust} for t, trust in self.trust_history],
         }

@@ -1,4 +1,7 @@
-"""Run one scenario end to end: build the parts, orchestrate, analyse, write reports.
+"""The session layer: settings -> build (topology, controller, cluster) -> orchestrate -> the run's
+record -> analyse -> report. pytest's fixtures and scenario items, the `flopynet` command and the
+ScenarioRunner all run scenarios through `Scenario` here; the engine below it only orchestrates and
+produces the record (engine.orchestrator.ScenarioExecution), and never analyses or writes reports.
 
 `Scenario` is the object the `scenario` fixture gives a test: add events, register timed callbacks,
 then `run()`.
@@ -11,16 +14,20 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from ..analysis.analyzer import analyze_scenario
-from ..analysis.result import ScenarioResult
-from ..controller import Controller
-from ..fl.cluster import FLCluster
-from ..errors import FlopynetError, UnavailableError
-from ..model import ScenarioConfig, ScenarioEvent, check
-from ..network import build_topology, make_backend, make_clock
-from ..network.topology import Topology
-from ..report.exports import write_reports
-from .orchestrator import Orchestrator, ScenarioExecution, StatusCallback, TimedCallback
+from .analysis.analyzer import analyze_scenario
+from .analysis.result import ScenarioResult
+from .checks import check_buildable
+from .controller import Controller
+from .engine.clock import clock_for
+from .engine.orchestrator import Orchestrator, ScenarioExecution, StatusCallback, TimedCallback
+from .errors import FlopynetError, UnavailableError
+from .fl.cluster import FLCluster
+from .model import ScenarioConfig, ScenarioEvent, event_spec
+from .netmodel import Topology
+from .network import make_backend
+from .network.topology import build_topology
+from .report.exports import write_reports
+from .settings import RunSettings
 
 
 def unmet_requirements(scenario: ScenarioConfig) -> str | None:
@@ -35,31 +42,52 @@ def unmet_requirements(scenario: ScenarioConfig) -> str | None:
     return None
 
 
+def unsupported_events(backend, events: list[ScenarioEvent]) -> str | None:
+    """Why the backend cannot run here at all, or cannot play one of these events (the network
+    conditions its spec needs), or None."""
+    reason = backend.unsupported(frozenset())  # the backend itself (missing tools)
+    if reason:
+        return reason
+    for event in events:
+        reason = backend.unsupported(frozenset(event_spec(event.event_type).needs))
+        if reason:
+            return f"{event.event_type} at {event.trigger_time:g} s: {reason}"
+    return None
+
+
 class ScenarioRunError(FlopynetError):
     """The run stopped in the failed state; the message says why."""
 
 
 class Scenario:
-    def __init__(self, config: ScenarioConfig, *, seed: int = 0, backend: str | None = None,
-                 source: Path | None = None, reports_dir: Path | None = None, data_dir: Path | None = None,
-                 topology: Topology | None = None, controller: Controller | None = None,
-                 cluster: FLCluster | None = None, on_event: Callable | None = None,
-                 on_round_end: Callable | None = None, worker: str = "main",
-                 backend_options: dict | None = None, executor: str = "auto"):
+    """One scenario run. `settings` (RunSettings) say how it runs; the keyword arguments seed, backend,
+    reports_dir, data_dir, executor and backend_options override single settings (seed: the run's
+    seed, which the scenario file's own seed beats, as everywhere)."""
+
+    def __init__(self, config: ScenarioConfig, *, settings: RunSettings | None = None, seed: int | None = None,
+                 backend: str | None = None, source: Path | None = None, reports_dir: Path | None = None,
+                 data_dir: Path | None = None, topology: Topology | None = None,
+                 controller: Controller | None = None, cluster: FLCluster | None = None,
+                 on_event: Callable | None = None, on_round_end: Callable | None = None, worker: str = "main",
+                 backend_options: dict | None = None, executor: str | None = None, test_id: str | None = None):
+        settings = settings or RunSettings(reports=None)
+        if seed is not None:
+            settings = settings.but(seed=seed)
         self.config = config
-        self.seed = config.seed if config.seed is not None else seed
-        self.backend = backend or config.backend or "sim"
+        self.settings = settings
+        self.seed = settings.seed_for(config, test_id)
+        self.backend = backend or settings.backend_for(config)
         self.source = source
         self.reports_dir = reports_dir
-        self.data_dir = data_dir
-        self.executor = executor  # how clients train (fl.EXECUTORS); the same metrics within float rounding
+        self.data_dir = data_dir if data_dir is not None else settings.data_dir
+        self.executor = executor or settings.executor  # how clients train (fl.EXECUTORS); same metrics within rounding
         self._topology, self._controller, self._cluster = topology, controller, cluster
         self.events: list[ScenarioEvent] = list(config.events)  # the file's, then those added (add_event)
         self.callbacks: list[TimedCallback] = []
         self.status_callbacks: list[StatusCallback] = []
         self.on_event, self.on_round_end = on_event, on_round_end
         self.worker = worker  # the xdist worker running it: names machine resources of real backends
-        self.backend_options = dict(backend_options or {})  # time_scale, gns3_url, ...: each backend reads its own
+        self.backend_options = {**settings.backend_options(config), **(backend_options or {})}
         self.raise_on_failure = False  # the pytest fixture sets it: a failed run fails the test
         self.orchestrator: Orchestrator | None = None
         self.result: ScenarioResult | None = None
@@ -67,9 +95,13 @@ class Scenario:
         self._control = threading.Lock()
 
     @property
+    def base_dir(self) -> Path | None:
+        return self.source.parent if self.source else None
+
+    @property
     def topology(self) -> Topology:
         if self._topology is None:
-            self._topology = build_topology(self.config, base_dir=self.source.parent if self.source else None)
+            self._topology = build_topology(self.config, base_dir=self.base_dir)
         return self._topology
 
     @property
@@ -115,9 +147,10 @@ class Scenario:
         self._control_run("resume")
 
     def resolved_config(self) -> ScenarioConfig:
-        """The scenario as it runs: its events plus those added by fixtures, and the seed used."""
+        """The scenario as it runs: its events plus those added by fixtures, and the seed used; checked
+        once, against the registries and the topology the run uses (built here if not yet)."""
         config = dataclasses.replace(self.config, events=list(self.events), seed=self.seed)
-        check(config, str(self.source or "<scenario>"), self.source.parent if self.source else None, warn=False)
+        check_buildable(config, str(self.source or "<scenario>"), self.topology)
         return config
 
     def run(self) -> ScenarioResult:
@@ -126,10 +159,9 @@ class Scenario:
         reason = unmet_requirements(config)
         if reason:
             raise UnavailableError(reason)
-        clock = make_clock(self.backend, self.backend_options)
-        backend = make_backend(self.backend, clock, self.controller, worker=self.worker,
-                               options={"label": config.name, **self.backend_options})
-        reason = getattr(backend, "unsupported", lambda events: None)(config.events)
+        clock = clock_for(self.backend, self.backend_options.get("time_scale"))
+        backend = make_backend(self.backend, clock, self.controller, worker=self.worker, options=self.backend_options)
+        reason = unsupported_events(backend, config.events)
         if reason:
             raise UnavailableError(reason)
         backend.build(self.topology)
