@@ -39,7 +39,7 @@ from pytest_flopynet.fl.aggregation import fedavg
 from pytest_flopynet.fl.attacks import Tamper
 from pytest_flopynet.fl.cluster import FLCluster, train_rounds
 from pytest_flopynet.fl.datasets import load_dataset
-from pytest_flopynet.fl.executor import AutoExecutor, BatchedExecutor, LocalTask, SequentialExecutor
+from pytest_flopynet.fl.executors import AutoExecutor, BatchedExecutor, LocalTask, SequentialExecutor
 from pytest_flopynet.fl.models import build_model, forward_cost
 from pytest_flopynet.fl.partition import dirichlet
 

@@ -4,7 +4,7 @@ asserts nothing). Needs root, Open vSwitch, nftables and Ryu's environment, as t
     python benchmarks/bench_netns.py calibrate [--bandwidths 5 10 50] [--losses 0 0.01 0.05] [--rounds 3]
     python benchmarks/bench_netns.py capacity
 
-calibrate: the three-client MLP scenario of tests/test_netns_backend.py (training takes no time,
+calibrate: the three-client MLP scenario of tests/backends/test_netns_backend.py (training takes no time,
 so a round is its six model transfers over the server's link) on both backends, per bandwidth and
 loss rate on every link: mean round time, and the netns/sim ratio.
 capacity: aggregate TCP throughput through the OVS userspace datapath with unshaped links, for

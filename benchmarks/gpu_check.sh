@@ -40,8 +40,8 @@ with torch.autocast("cuda", dtype=torch.bfloat16):
 # the other compiled graph is checked by the benchmark, which prints each variant's distance from
 # the first variant's model)
 export TRITON_PRINT_AUTOTUNING=1  # the block sizes the client kernels' autotuning picks, in the logs
-timeout 200 python3 -m pytest -q -p no:randomly -W ignore::DeprecationWarning tests/test_client_conv.py \
-    tests/test_fl_training.py -k "gpu or (cuda_graph and not (compiled and not client))" 2>&1 | tee "$OUT/tests.log"
+timeout 200 python3 -m pytest -q -p no:randomly -W ignore::DeprecationWarning tests/fl/test_client_conv.py \
+    tests/fl/test_training.py -k "gpu or (cuda_graph and not (compiled and not client))" 2>&1 | tee "$OUT/tests.log"
 args=("$@")
 [ $# -gt 0 ] || args=(--clients 10 100 --rounds 2 --sequential-up-to 10
                       --variants '^sequential$|\(default\)|client-kernel|compiled|torch.compile \+ CUDA graph$'

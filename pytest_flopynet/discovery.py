@@ -13,23 +13,14 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from .base_scenario import BaseScenario
 from .errors import FlopynetError
+from .model import FAMILIES, ScenarioConfig, family, load_scenario  # noqa: F401 (FAMILIES, family re-exported)
 
 SCENARIO_SUFFIXES = (".scenario.yaml", ".scenario.yml", ".scenario.json")
 FOLDER_FILES = ("scenario.yaml", "scenario.yml", "scenario.json")
 CLASS_FILE = "scenario.py"
-FAMILIES = {  # scenario families: each is a pytest marker and a scenario tag
-    "basic_fl_training": "the basic FL training scenarios",
-    "network_instability": "FL under latency, loss, bandwidth limits and partitions",
-    "adversarial_attacks": "FL with Byzantine clients and security policies",
-    "custom_edge": "edge FL with intermittent clients",
-}
 ENTRY_POINT_GROUP = "pytest_flopynet.scenarios"
-
-
-def family(config, default: str = "-") -> str:
-    """The scenario's family, from its tags."""
-    return next((t for t in config.tags if t in FAMILIES), default)
 
 
 def is_scenario_file(path: Path) -> bool:
@@ -38,7 +29,6 @@ def is_scenario_file(path: Path) -> bool:
 
 def scenario_classes(path: Path) -> list[type]:
     """The classes of a scenario.py whose names end in Scenario and that subclass BaseScenario."""
-    from .scenarios import BaseScenario
     module_name = "flopynet_scenario_" + "_".join(path.resolve().parent.parts[1:]).replace(".", "_").replace("-", "_")
     if module_name not in sys.modules:
         spec = importlib.util.spec_from_file_location(module_name, path)
@@ -60,7 +50,6 @@ def scenario_classes(path: Path) -> list[type]:
 def load_source(path: Path) -> list:
     """The scenarios (BaseScenario objects) a file defines: one for a YAML/JSON file, one per class
     for a scenario.py."""
-    from .scenarios import BaseScenario
     if path.name == CLASS_FILE:
         return [cls(source=path) for cls in scenario_classes(path)]
     return [BaseScenario.from_file(path)]
@@ -70,15 +59,12 @@ def load_config(path: Path):
     """The ScenarioConfig of a scenario file (for a scenario.py, of its first scenario class)."""
     if Path(path).name == CLASS_FILE:
         return load_source(Path(path))[0].config
-    from .model import load_scenario
     return load_scenario(path)
 
 
 def _from_entry_point(ep) -> list:
     """An entry point names a path (file or folder), a ScenarioConfig, a BaseScenario subclass or
     instance, or a callable returning one of those."""
-    from .model import ScenarioConfig
-    from .scenarios import BaseScenario
     try:
         obj = ep.load()
     except Exception as exc:

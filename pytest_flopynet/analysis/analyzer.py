@@ -92,8 +92,9 @@ def recommendations(summary: dict[str, Any], custom: dict[str, Any]) -> list[dic
 
 def analyze_scenario(run, custom_analysis: Iterable[str] = ()) -> dict[str, Any]:
     """The seed's results structure plus the raw record (rounds and events in scenario seconds) of a
-    finished run (a ScenarioResult or its execution: the record, plain data, never a live part). `custom_analysis` adds analyses to those the
-    scenario's analysis_config names, without running it again."""
+    finished run (a ScenarioResult or its execution: the record, plain data, never a live part).
+    `custom_analysis` adds analyses to those the scenario's analysis_config names, without running it
+    again."""
     execution = getattr(run, "execution", run)
     for name in custom_analysis:
         if analysis_problem(name):

@@ -163,3 +163,43 @@ def client_convolutions(model: nn.Module) -> nn.Module:
     convolutions are AutocastConv2d."""
     return converted(model, lambda conv: ClientConv2d if fits(conv) else AutocastConv2d)
 
+
+class MatmulConv2d(nn.Conv2d):
+    """nn.Conv2d's parameters and result, computed as one matrix product over channels-last im2col
+    columns. Under vmap with per-client weights nn.Conv2d becomes a grouped convolution, which cuDNN
+    runs as one small kernel per client (plus layout conversions); this becomes one batched GEMM over
+    clients, [clients, samples x positions, kernel x in-channels] @ [clients, kernel x in-channels,
+    out-channels]. The columns are the kernel's shifted windows of the zero-padded NHWC input, side by
+    side (no F.unfold, whose NCHW columns need transposing and whose backward is a slow col2im), and
+    the result is returned as a channels-last NCHW view, so pooling and the next layer read NHWC.
+    Zero columns pad each row to a multiple of 8 elements (3 RGB channels x 9 = 27 would leave
+    bfloat16 rows off the tensor cores' 16-byte alignment)."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        x, weight, bias = autocast_inputs(x, weight, bias)  # columns and product in autocast's precision
+        if isinstance(self.padding, str) or self.groups != 1:  # "same" / "valid", groups: left to the convolution
+            return super()._conv_forward(x, weight, bias)
+        if self.padding_mode != "zeros":
+            x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            (ph, pw) = (0, 0)
+        else:
+            ph, pw = self.padding
+        n, c, h, w = x.shape
+        (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
+        out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        x = nn.functional.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # [n, h, w, c], zero-padded
+        windows = [x[:, i * dh:i * dh + (out_h - 1) * sh + 1:sh, j * dw:j * dw + (out_w - 1) * sw + 1:sw]
+                   for i in range(kh) for j in range(kw)]
+        extra = -(kh * kw * c) % 8  # zero columns so a row is a multiple of 8 elements (aligned GEMMs)
+        windows[-1] = nn.functional.pad(windows[-1], (0, extra))
+        columns = torch.cat(windows, -1).reshape(-1, kh * kw * c + extra)
+        kernel = weight.permute(2, 3, 1, 0).reshape(kh * kw * c, -1)  # rows in the columns' (i, j, c) order
+        kernel = nn.functional.pad(kernel, (0, 0, 0, extra))
+        out = columns @ kernel if bias is None else torch.addmm(bias, columns, kernel)
+        return out.view(n, out_h, out_w, -1).permute(0, 3, 1, 2)
+
+
+def matmul_convolutions(model: nn.Module) -> nn.Module:
+    """A copy of model whose ungrouped 2-D convolutions are MatmulConv2d and whose grouped ones are
+    AutocastConv2d."""
+    return converted(model, lambda conv: MatmulConv2d if conv.groups == 1 else AutocastConv2d)

@@ -13,7 +13,7 @@ from ..seeds import derive_seed
 from .aggregation import make_aggregator
 from .attacks import Tamper
 from .datasets import load_dataset
-from .executor import LocalTask, Update, make_executor
+from .executors import LocalTask, Update, make_executor
 from .models import build_model, forward_flops
 from .partition import Partitioner, client_sizes, partition
 

@@ -30,7 +30,7 @@ import torch
 
 from ..model import by_client_number, client_number, from_dict, rule_spec, to_dict
 from .cluster import FLCluster
-from .executor import Update
+from .executors import Update
 
 MAGIC, VERSION = b"FN", 1
 HELLO, MODEL, UPDATE, DONE = 1, 2, 3, 4
@@ -126,8 +126,8 @@ class NodeConfig:
 
 def _cluster(node: NodeConfig):
     if rule_spec(node.scenario.fl_config.aggregation_method).control_variates:
-        raise SystemExit(f"node: {node.scenario.fl_config.aggregation_method} needs control variates exchanged with the model; the node program "
-                         "does not carry them yet")
+        raise SystemExit(f"node: {node.scenario.fl_config.aggregation_method} needs control variates exchanged "
+                         "with the model; the node program does not carry them yet")
     return FLCluster(node.scenario, node.seed, node.data_dir, executor="sequential")
 
 

@@ -161,3 +161,16 @@ class ScenarioConfig:
     def num_clients(self) -> int:
         """len(client_data_sizes) when given, else node_count - 1 (DESIGN.md, Counting)."""
         return len(self.fl_config.client_data_sizes) or max(self.network_config.node_count - 1, 1)
+
+
+FAMILIES = {  # scenario families: each is a pytest marker and a scenario tag
+    "basic_fl_training": "the basic FL training scenarios",
+    "network_instability": "FL under latency, loss, bandwidth limits and partitions",
+    "adversarial_attacks": "FL with Byzantine clients and security policies",
+    "custom_edge": "edge FL with intermittent clients",
+}
+
+
+def family(config: ScenarioConfig, default: str = "-") -> str:
+    """The scenario's family, from its tags."""
+    return next((t for t in config.tags if t in FAMILIES), default)

@@ -15,15 +15,10 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
-from typing import TYPE_CHECKING
-
 from ..controller.routing import Controller, Hop
 from .backend import Condition, Flow, LinkState, NetworkStats, check_names, link_states
 from .flows import GOODPUT, mathis_rate, max_min_rates
 from .topology import Topology
-
-if TYPE_CHECKING:  # the engine gives the clock; the network never imports the engine
-    from ..engine.clock import Clock
 
 _DONE_BYTES = 1e-6
 
@@ -44,7 +39,7 @@ class _Transfer:
 class SimNetwork:
     name = "sim"
 
-    def __init__(self, clock: Clock, controller: Controller | None = None, *, worker: str = "main",
+    def __init__(self, clock, controller: Controller | None = None, *, worker: str = "main",
                  options: dict | None = None):  # holds no machine resources: worker and options unused
         self.clock = clock
         self.controller = controller

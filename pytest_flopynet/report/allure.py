@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ..model import family
+
 ATTACHMENTS = {  # report file suffix -> allure attachment type name
     ".png": "PNG", ".json": "JSON", ".csv": "CSV", ".yaml": "YAML",
 }
@@ -41,7 +43,6 @@ def record(result, gates: int) -> None:
     """Labels, parameters and attachments of one finished scenario run."""
     import allure
 
-    from ..discovery import family
     config = result.config
     fl, net = config.fl_config, config.network_config
     allure.dynamic.epic(family(config, "flopynet"))

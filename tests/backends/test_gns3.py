@@ -26,7 +26,7 @@ from pytest_flopynet.network.gns3 import LinkFilters, LocalGNS3Server, compose, 
 requests = pytest.importorskip("requests")
 pytest.importorskip("gns3fy", reason="the gns3 extra is not installed: pip install -e '.[gns3]'")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT / "scenarios" / "network_instability" / "scenario.yaml"
 SWITCH_TEMPLATE = "flopynet-test-switch"
 

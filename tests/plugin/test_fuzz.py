@@ -13,7 +13,7 @@ from pytest_flopynet.analysis.gates import evaluate, merge_gates
 from pytest_flopynet.session import Scenario
 from pytest_flopynet.strategies import event_schedules, fl_configs, network_configs, scenario_configs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FUZZ = ROOT / "scenarios" / "fuzzed_schedules"
 CONFIG = load_scenario(FUZZ / "fedavg_partitions.scenario.yaml")
 ALL_KINDS = ["network_latency_increase", "network_packet_loss", "network_bandwidth_limit", "network_partition",

@@ -13,7 +13,7 @@ import pytest
 
 from pytest_flopynet.report.allure import INSTALL_HINT, find_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = """\
 name: plotted
 duration_minutes: 10

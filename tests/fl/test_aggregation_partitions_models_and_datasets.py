@@ -11,7 +11,7 @@ from pytest_flopynet.errors import FlopynetError, UnavailableError
 from pytest_flopynet.fl.aggregation import (aggregate, bulyan, krum, make_aggregator, median, multikrum,
                                             trimmed_mean)
 from pytest_flopynet.fl.datasets import load_dataset, parse_name
-from pytest_flopynet.fl.executor import LocalTask, SequentialExecutor
+from pytest_flopynet.fl.executors import LocalTask, SequentialExecutor
 from pytest_flopynet.fl.models import build_model
 from pytest_flopynet.fl.partition import dirichlet, shards
 

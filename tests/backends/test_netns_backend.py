@@ -84,7 +84,7 @@ def test_the_ci_size_basic_scenario_trains_to_the_simulations_accuracy_over_real
     minutes in 90 s with links at 1 Gbit/s, more than this machine forwards (about 550 Mbit/s with
     eight flows), so rounds may run a little longer than simulated: the accuracy band is the point."""
     from pytest_flopynet.model import load_scenario
-    config = load_scenario(Path(__file__).parents[1] / "scenarios/basic_fl_training/basic_fl_training_ci.scenario.yaml")
+    config = load_scenario(Path(__file__).parents[2] / "scenarios/basic_fl_training/basic_fl_training_ci.scenario.yaml")
     sim = Scenario(config, seed=0).run()
     real = Scenario(config, seed=0, backend="netns", backend_options={"time_scale": 10}).run()
     assert real.execution.state == "completed", real.execution.error_message

@@ -9,7 +9,8 @@ from torch.nn.utils import parameters_to_vector
 from pytest_flopynet.fl.attacks import Tamper
 from pytest_flopynet.fl.cluster import FLCluster, train_rounds
 from pytest_flopynet.fl.client_conv import ClientConv2d
-from pytest_flopynet.fl.executor import BatchedExecutor, LocalTask, MatmulConv2d, SequentialExecutor, matmul_convolutions
+from pytest_flopynet.fl.client_conv import MatmulConv2d, matmul_convolutions
+from pytest_flopynet.fl.executors import BatchedExecutor, LocalTask, SequentialExecutor
 from pytest_flopynet.fl.models import build_model
 
 

@@ -240,7 +240,7 @@ def test_anomaly_detection_switched_on_mid_run_quarantines_the_attackers():
     assert result.analysis["execution_summary"]["total_policy_violations"] >= 2
 
 
-DATA = __import__("pathlib").Path(__file__).parent / "data"
+DATA = __import__("pathlib").Path(__file__).parents[1] / "data"
 
 
 def test_the_seeds_network_instability_events_run_unchanged():

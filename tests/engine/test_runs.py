@@ -8,7 +8,7 @@ import pytest
 
 from pytest_flopynet import Scenario, ScenarioEvent, ScenarioState, load_scenario, run_scenario
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 C = lambda mbps: mbps * 1e6 / 8 * 1448 / 1514  # noqa: E731  payload bytes/s of a link
 
 

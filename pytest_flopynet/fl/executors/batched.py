@@ -1,98 +1,16 @@
-"""Client training: local SGD from the global model, returning the new flat parameters.
-
-Two executors with the same arithmetic: `SequentialExecutor` trains one client after another (the
-reference); `BatchedExecutor` trains many clients of one architecture at once with torch.func
-(functional_call + vmap over stacked parameters and stacked client batches), on the GPU when there is
-one, replaying each step from a CUDA graph there. Both follow the same batch schedule (`schedule`), so
-they agree within float rounding.
-"""
+"""Many clients of one architecture trained at once: torch.func's vmap over stacked parameters and
+stacked client batches, on fixed buffers replayed from a CUDA graph on a GPU (and torch.compile'd
+on request)."""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from ..errors import FlopynetError
-from . import EXECUTORS
-from .client_conv import AutocastConv2d, autocast_convolutions, autocast_inputs, client_convolutions, converted
-
-
-@dataclass
-class LocalTask:
-    client: str
-    x: torch.Tensor
-    y: torch.Tensor
-    seed: int
-    max_steps: int | None = None  # partial work (a FedProx straggler): stop after this many SGD steps
-    correction: torch.Tensor | None = None  # SCAFFOLD: c - c_i, added to every local gradient
-
-
-@dataclass
-class Update:
-    client: str
-    params: torch.Tensor
-    num_samples: int
-    train_loss: float  # mean cross-entropy over the local steps (without the proximal or SCAFFOLD terms)
-    steps: int = 0  # SGD steps taken
-
-
-def schedule(n: int, epochs: int, batch_size: int, seed: int, max_steps: int | None = None) -> list[np.ndarray]:
-    """The client's mini-batches: a fresh permutation per epoch cut into batches (the last one smaller),
-    truncated to max_steps."""
-    rng = np.random.default_rng(seed)
-    batches = []
-    for _ in range(epochs):
-        order = rng.permutation(n)
-        batches += [order[s:s + batch_size] for s in range(0, n, batch_size)]
-    return batches if max_steps is None else batches[:max_steps]
-
-
-def batchable(model: nn.Module) -> bool:
-    """vmap cannot update BatchNorm's running statistics in place; every other module trains batched."""
-    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-class SequentialExecutor:
-    """Trains clients one after another in this process (the reference the batched executor must match)."""
-
-    def __init__(self, model: nn.Module, *, local_epochs: int, batch_size: int, learning_rate: float, mu: float = 0.0):
-        self.model = model
-        self.local_epochs = local_epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.mu = mu  # FedProx proximal weight: loss + mu/2 ||w - w_global||^2
-
-    def train(self, global_params: torch.Tensor, tasks: list[LocalTask]) -> list[Update]:
-        return [self._train_one(global_params, t) for t in tasks]
-
-    def _train_one(self, global_params: torch.Tensor, task: LocalTask) -> Update:
-        model = self.model
-        # a copy: vector_to_parameters makes the parameters views of the vector it is given
-        vector_to_parameters(global_params.clone(), model.parameters())
-        model.train()
-        opt = torch.optim.SGD(model.parameters(), lr=self.learning_rate)
-        losses = []
-        batches = schedule(len(task.y), self.local_epochs, self.batch_size, task.seed, task.max_steps)
-        for idx in batches:
-            idx = torch.from_numpy(idx)
-            opt.zero_grad()
-            data_loss = nn.functional.cross_entropy(model(task.x[idx]), task.y[idx])
-            loss = data_loss
-            if self.mu or task.correction is not None:
-                w = parameters_to_vector(model.parameters())
-                if self.mu:
-                    loss = loss + self.mu / 2 * (w - global_params).pow(2).sum()
-                if task.correction is not None:
-                    loss = loss + (task.correction * w).sum()  # its gradient is the correction
-            loss.backward()
-            opt.step()
-            losses.append(data_loss.item())
-        return Update(task.client, parameters_to_vector(model.parameters()).detach().clone(), len(task.y),
-                      float(np.mean(losses)) if losses else 0.0, len(batches))
+from ..client_conv import autocast_convolutions, client_convolutions, matmul_convolutions
+from . import LocalTask, Update, schedule
 
 
 class BatchedExecutor:
@@ -113,10 +31,9 @@ class BatchedExecutor:
     grouped convolution, which cuDNN computes client by client), "matmul" (im2col and one batched
     matrix product, `MatmulConv2d`) or "client_kernel" (3x3 ones as one Triton kernel with the clients
     as a grid dimension on CUDA, `client_conv.ClientConv2d`; a grouped convolution elsewhere). None
-    picks client_kernel for a compiled step on CUDA and grouped otherwise: on an H100 the client
-    kernels took a compiled round of 100 CNN clients from 1.74 s to 1.34 s, but their Triton builds and
-    autotuning add up to 16 s to a process's first round, too much for the default's short runs
-    (README, "Executors on a GPU")."""
+    picks client_kernel for a compiled step on CUDA, where it is fastest, and grouped otherwise: the
+    client kernels' Triton builds and autotuning slow a process's first round too much for short,
+    uncompiled runs (figures: docs/executors.md)."""
 
     def __init__(self, model: nn.Module, *, local_epochs: int, batch_size: int, learning_rate: float, mu: float = 0.0,
                  device: str | torch.device | None = None, mixed_precision: bool | None = None,
@@ -268,47 +185,6 @@ class BatchedExecutor:
                 for c, t in enumerate(tasks)]
 
 
-class MatmulConv2d(nn.Conv2d):
-    """nn.Conv2d's parameters and result, computed as one matrix product over channels-last im2col
-    columns. Under vmap with per-client weights nn.Conv2d becomes a grouped convolution, which cuDNN
-    runs as one small kernel per client (plus layout conversions); this becomes one batched GEMM over
-    clients, [clients, samples x positions, kernel x in-channels] @ [clients, kernel x in-channels,
-    out-channels]. The columns are the kernel's shifted windows of the zero-padded NHWC input, side by
-    side (no F.unfold, whose NCHW columns need transposing and whose backward is a slow col2im), and
-    the result is returned as a channels-last NCHW view, so pooling and the next layer read NHWC.
-    Zero columns pad each row to a multiple of 8 elements (3 RGB channels x 9 = 27 would leave
-    bfloat16 rows off the tensor cores' 16-byte alignment)."""
-
-    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        x, weight, bias = autocast_inputs(x, weight, bias)  # columns and product in autocast's precision
-        if isinstance(self.padding, str) or self.groups != 1:  # "same" / "valid", groups: left to the convolution
-            return super()._conv_forward(x, weight, bias)
-        if self.padding_mode != "zeros":
-            x = nn.functional.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            (ph, pw) = (0, 0)
-        else:
-            ph, pw = self.padding
-        n, c, h, w = x.shape
-        (kh, kw), (dh, dw), (sh, sw) = self.kernel_size, self.dilation, self.stride
-        out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        x = nn.functional.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # [n, h, w, c], zero-padded
-        windows = [x[:, i * dh:i * dh + (out_h - 1) * sh + 1:sh, j * dw:j * dw + (out_w - 1) * sw + 1:sw]
-                   for i in range(kh) for j in range(kw)]
-        extra = -(kh * kw * c) % 8  # zero columns so a row is a multiple of 8 elements (aligned GEMMs)
-        windows[-1] = nn.functional.pad(windows[-1], (0, extra))
-        columns = torch.cat(windows, -1).reshape(-1, kh * kw * c + extra)
-        kernel = weight.permute(2, 3, 1, 0).reshape(kh * kw * c, -1)  # rows in the columns' (i, j, c) order
-        kernel = nn.functional.pad(kernel, (0, 0, 0, extra))
-        out = columns @ kernel if bias is None else torch.addmm(bias, columns, kernel)
-        return out.view(n, out_h, out_w, -1).permute(0, 3, 1, 2)
-
-
-def matmul_convolutions(model: nn.Module) -> nn.Module:
-    """A copy of model whose ungrouped 2-D convolutions are MatmulConv2d and whose grouped ones are
-    AutocastConv2d."""
-    return converted(model, lambda conv: MatmulConv2d if conv.groups == 1 else AutocastConv2d)
-
-
 def group_size(clients: int, multiple: int | None) -> int:
     """The clients a group of `clients` is padded to: the next multiple of `multiple`, or with None of
     a quarter of the largest power of two up to `clients` (so at most a quarter of the group is idle,
@@ -320,8 +196,8 @@ def group_size(clients: int, multiple: int | None) -> int:
 
 def to_host(flat: torch.Tensor) -> torch.Tensor:
     """flat on the CPU. From a GPU through page-locked memory (PyTorch's caching host allocator
-    reuses the block from round to round): copying 100 CNN clients' 165 MB to pageable memory
-    took 87-114 ms of a round on an H100."""
+    reuses the block from round to round): a copy to pageable memory costs a noticeable share of a
+    GPU round (docs/executors.md)."""
     if not flat.is_cuda:
         return flat.cpu()
     host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
@@ -388,64 +264,6 @@ class _GroupStep:
             self.graph.replay()
         else:
             self._run()
-
-
-# On a CPU, batching clients pays where a step is many small operators (their per-call overhead is
-# shared) and loses where each layer is heavy arithmetic: the CPU is busy either way, and the batched
-# step adds its padding (masked samples) and vmap's slower grouped convolutions and batched matrix
-# products. Measured crossover (README, "Executors on the CPU"; `bench_fl.py crossover`): batching
-# wins from 3 clients where one sample's forward pass costs at most about 48 kFLOP per linear or
-# convolution layer call, and loses from about 200 kFLOP.
-CPU_BATCHING_MIN_CLIENTS = 3
-CPU_BATCHING_MAX_LAYER_FLOPS = 100e3
-
-
-class AutoExecutor:
-    """The batched executor where batching pays, else the sequential one: on a GPU for two clients or
-    more; on a CPU for CPU_BATCHING_MIN_CLIENTS or more, when the model's layers are light (mean
-    forward FLOPs per layer call and sample under CPU_BATCHING_MAX_LAYER_FLOPS). Only the model, the
-    input shape, the number of clients and the device decide, so the same seed keeps the same metrics."""
-
-    def __init__(self, model: nn.Module, device: str | torch.device | None = None, **settings):
-        self.model = model
-        self.sequential = SequentialExecutor(model, **settings)
-        self.batched = BatchedExecutor(model, device=device, **settings) if batchable(model) else None
-        self._light_layers: bool | None = None  # decided on the first batch of tasks (it needs their shape)
-
-    def batches(self, tasks: list[LocalTask]) -> bool:
-        """Whether these tasks train batched."""
-        if self.batched is None:
-            return False
-        if self.batched.device.type != "cpu":
-            return len(tasks) >= 2
-        if len(tasks) < CPU_BATCHING_MIN_CLIENTS:
-            return False
-        if self._light_layers is None:
-            from .models import forward_cost
-            flops, calls = forward_cost(self.model, tuple(tasks[0].x.shape[1:]))
-            self._light_layers = calls == 0 or flops / calls < CPU_BATCHING_MAX_LAYER_FLOPS
-        return self._light_layers
-
-    def train(self, global_params: torch.Tensor, tasks: list[LocalTask]) -> list[Update]:
-        executor = self.batched if self.batches(tasks) else self.sequential
-        return executor.train(global_params, tasks)
-
-
-def make_executor(kind: str, model: nn.Module, **settings):
-    """The executor a run names (--flopynet-executor): one of EXECUTORS. `compiled` pads groups
-    (`group_size`), so clients that fail or leave mostly reuse compiled shapes."""
-    if kind not in EXECUTORS:
-        raise FlopynetError(f"executor {kind!r} is not one of {', '.join(EXECUTORS)}")
-    if kind == "sequential":
-        return SequentialExecutor(model, **settings)
-    if kind == "auto":
-        return AutoExecutor(model, **settings)
-    if not batchable(model):
-        raise FlopynetError(f"executor {kind!r} cannot train {type(model).__name__}: its BatchNorm layers keep "
-                            f"running statistics, which vmap cannot update (use auto or sequential)")
-    if kind == "compiled":
-        return BatchedExecutor(model, compile=True, client_multiple=None, **settings)
-    return BatchedExecutor(model, **settings)
 
 
 _CONVOLUTIONS = {"grouped": autocast_convolutions, "matmul": matmul_convolutions, "client_kernel": client_convolutions}

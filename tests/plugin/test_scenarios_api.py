@@ -161,7 +161,7 @@ def test_runner_status_results_pause_resume_and_cancel(project):
 def test_the_original_documentation_usage_examples(monkeypatch, tmp_path, capsys):
     """The three usage examples as written there (package name aside), on the built-in scenarios at
     CI size (FLOPYNET_SCENARIO_SIZE=ci), from the project folder."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(root)
     monkeypatch.setenv("FLOPYNET_SCENARIO_SIZE", "ci")
     out = tmp_path / "custom_edge_scenario.json"

@@ -9,7 +9,7 @@ from torch.nn.utils import parameters_to_vector
 from pytest_flopynet.errors import FlopynetError
 from pytest_flopynet.fl.aggregation import aggregate, fedavg
 from pytest_flopynet.fl.cluster import FLCluster
-from pytest_flopynet.fl.executor import LocalTask
+from pytest_flopynet.fl.executors import LocalTask
 from pytest_flopynet.fl.models import build_model, forward_flops
 from pytest_flopynet.fl.partition import iid
 
@@ -34,7 +34,7 @@ def test_executors_by_name_and_their_clear_errors(tiny_config):
     running statistics) where auto falls back to the sequential executor."""
     from torch import nn
 
-    from pytest_flopynet.fl.executor import AutoExecutor, BatchedExecutor, SequentialExecutor, make_executor
+    from pytest_flopynet.fl.executors import AutoExecutor, BatchedExecutor, SequentialExecutor, make_executor
     settings = dict(local_epochs=1, batch_size=8, learning_rate=0.1)
     mlp = build_model("mlp", {"hidden_layers": [8]}, (64,), 10)
     made = {kind: make_executor(kind, mlp, **settings) for kind in ("auto", "sequential", "batched", "compiled")}
@@ -71,7 +71,7 @@ def test_forward_cost_counts_flops_and_layer_calls():
 def test_auto_batches_on_a_cpu_only_where_it_pays():
     """From 3 clients, for light layers: the digits MLP (4.7 kFLOP per layer call) batches, the CNN
     [16, 32] on 3x32x32 images (conv 885 k, conv 2.36 M, linear 41 kFLOP: 1.09 M per call) does not."""
-    from pytest_flopynet.fl.executor import AutoExecutor
+    from pytest_flopynet.fl.executors import AutoExecutor
 
     def tasks(n, shape):
         return [LocalTask(f"c{i}", torch.zeros(8, *shape), torch.zeros(8, dtype=torch.long), i) for i in range(n)]
@@ -85,7 +85,7 @@ def test_auto_batches_on_a_cpu_only_where_it_pays():
 
 
 def test_group_sizes_step_by_a_quarter_of_a_power_of_two():
-    from pytest_flopynet.fl.executor import group_size
+    from pytest_flopynet.fl.executors import group_size
     # multiples of max(1, 2^floor(log2 n) / 4): 1 up to 7 clients, 2 for 8-15, 4 for 16-31, 16 for 64-127
     assert [group_size(n, None) for n in (1, 3, 7, 8, 9, 10, 15, 17, 31, 64, 65, 100, 127)] == \
         [1, 3, 7, 8, 10, 10, 16, 20, 32, 64, 80, 112, 128]
