@@ -5,21 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .analysis.custom import analysis_problem
 from .errors import ScenarioValidationError
+from .fl.aggregation import rule_problem
+from .fl.datasets import dataset_problems
+from .fl.models import model_problems
 from .model import AGGREGATION_RULES, ScenarioConfig, check
+from .model import validate as validate_data
 from .model.io import check_aggregation
 from .model.specs import TARGET_KEYWORDS
 from .netmodel import Topology
+from .network.topology import build_topology
+from .policy import load_policies
 
 
 def registry_problems(config: ScenarioConfig) -> list[tuple[str, str]]:
-    """What the scenario names that no registry has (the one check that imports torch: the model and
-    data set registries hold torch code, about 1.5 s once per process)."""
-    from .analysis.custom import analysis_problem
-    from .fl.aggregation import rule_problem
-    from .fl.datasets import dataset_problems
-    from .fl.models import model_problems
-    from .policy import load_policies
+    """What the scenario names that no registry has (models, data sets and rules are torch code: this
+    module imports torch, so the plugin and the light commands reach it only when a run is built)."""
     fl = config.fl_config
     problems = rule_problem(fl.aggregation_method)  # known: its spec is in AGGREGATION_RULES now
     if not problems:  # a built-in rule passed model.check already; another package's is checked here
@@ -56,7 +58,6 @@ def check_buildable(config: ScenarioConfig, source: str, topology: Topology | No
     so the run that follows builds it no second time. Raises ScenarioValidationError."""
     check(config, source, warn=False)
     if topology is None:
-        from .network.topology import build_topology
         topology = build_topology(config, base_dir=base_dir)
     problems = registry_problems(config) + target_problems(config, topology)
     if problems:
@@ -77,7 +78,6 @@ def _order(config: ScenarioConfig):
 def validate(config: ScenarioConfig, source: str = "<python>") -> ScenarioConfig:
     """Validate a ScenarioConfig built in Python exactly as `flopynet validate` checks a file: its data,
     then what it names in registries and its topology."""
-    from .model import validate as validate_data
     config = validate_data(config, source)
     check_buildable(config, source)
     return config

@@ -1,6 +1,7 @@
 """Fixtures: topology, controller, fl_cluster, scenario (the runner), events and analyzer, and event fixtures."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,8 @@ import pytest
 from .discovery import load_config, resolve_scenario
 from .errors import FlopynetError, UnavailableError
 from .model import ScenarioConfig, ScenarioEvent
-from .testrun import make_scenario, run_settings, seed_for_test
+from .analysis.gates import evaluate, failure_message
+from .testrun import GateFailed, gates_for, make_scenario, run_settings, seed_for_test, session
 
 
 def event_fixture(*events: ScenarioEvent, params: list | None = None, ids=None):
@@ -63,26 +65,23 @@ def scenario_config(scenario_source) -> ScenarioConfig:
 
 @pytest.fixture
 def topology(scenario_config, scenario_source):
-    from .network import build_topology
     try:
-        return build_topology(scenario_config, base_dir=scenario_source.parent if scenario_source else None)
+        return session().build_topology(scenario_config, base_dir=scenario_source.parent if scenario_source else None)
     except FlopynetError as exc:
         pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture
 def controller(topology, scenario_config):
-    from .controller import Controller
     net = scenario_config.network_config
-    return Controller(topology, net.controller_type, net.qos_enabled, net.traffic_prioritization)
+    return session().Controller(topology, net.controller_type, net.qos_enabled, net.traffic_prioritization)
 
 
 @pytest.fixture
 def fl_cluster(scenario_config, request):
-    from .fl.cluster import FLCluster
     run = run_settings(request.config)
     try:
-        return FLCluster(scenario_config, run.seed_for(scenario_config, request.node.nodeid), run.data_dir,
+        return session().FLCluster(scenario_config, run.seed_for(scenario_config, request.node.nodeid), run.data_dir,
                          executor=run.executor)
     except UnavailableError as exc:
         pytest.skip(str(exc))
@@ -110,8 +109,7 @@ def events(scenario) -> list[ScenarioEvent]:
 def analyzer():
     """`analyze_scenario(result, custom_analysis=())`: a run's results structure, with analyses beyond
     those its analysis_config names, without running it again."""
-    from .analysis.analyzer import analyze_scenario
-    return analyze_scenario
+    return session().analyze_scenario
 
 
 class ScenarioRuns:
@@ -125,10 +123,6 @@ class ScenarioRuns:
         self.last = None  # (the resolved config with seed and gates, the result)
 
     def __call__(self, events=(), *, check_gates: bool = True):
-        import dataclasses
-
-        from .analysis.gates import evaluate, failure_message
-        from .testrun import GateFailed, gates_for
         item = self.request.node
         config = dataclasses.replace(self.config, events=[*self.config.events, *events])
         runner = make_scenario(item.config, item.nodeid, config, self.source)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from . import hookspecs
 from .analysis.compare import format_table
 from .discovery import CLASS_FILE, FAMILIES, FOLDER_FILES, is_scenario_file, load_config, load_source, resolve_scenario
 from .errors import FlopynetError, UnavailableError
@@ -37,7 +38,6 @@ _register_hypothesis_profiles()  # at import, before Hypothesis's plugin loads -
 
 
 def pytest_addhooks(pluginmanager):
-    from . import hookspecs
     pluginmanager.add_hookspecs(hookspecs)
 
 

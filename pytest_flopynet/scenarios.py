@@ -16,9 +16,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import FlopynetError
+from .analysis.compare import compare_scenarios
 from .base_scenario import BaseScenario
+from .discovery import find_scenario
+from .errors import FlopynetError
 from .model import ScenarioConfig, ScenarioState, check, save_scenario
+from .session import Scenario
 from .settings import RunSettings
 
 
@@ -53,7 +56,6 @@ class ScenarioRunner:
     # -- starting runs --------------------------------------------------------------------
     async def run_scenario(self, name: str | Path) -> str:
         """Start a scenario (a built-in name, a scenario's name, or a file) and return its id."""
-        from .discovery import find_scenario
         return self._start(find_scenario(name, self.search, self.size))
 
     async def run_scenario_from_config(self, config: ScenarioConfig) -> str:
@@ -66,7 +68,6 @@ class ScenarioRunner:
         return {name: await self.get_scenario_results(sid) for name, sid in ids.items()}
 
     def _start(self, scenario: BaseScenario) -> str:
-        from .session import Scenario
         with self._lock:
             scenario_id = f"{scenario.config.name}-{next(self._ids)}"
         engine = Scenario(scenario.config, settings=self.settings, source=scenario.source,
@@ -124,7 +125,6 @@ class ScenarioRunner:
         return Path(path)
 
     def compare_scenarios(self, results: dict[str, Any]) -> dict[str, Any]:
-        from .analysis.compare import compare_scenarios
         return compare_scenarios(results)
 
     def close(self) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field, fields, replace
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import FlopynetError
+from .model.gates import Gate, merge_gates
 from .seeds import derive_seed
 
 EXECUTORS = {  # how clients train, by the name --flopynet-executor takes (fl/executors builds them)
@@ -21,6 +23,11 @@ EXECUTORS = {  # how clients train, by the name --flopynet-executor takes (fl/ex
 }
 EXECUTORS_HELP = "how clients train: " + "; ".join(f"{name}: {what}" for name, what in EXECUTORS.items())
 BACKEND_NAMES = ("sim", "netns", "gns3")  # the built-in ones; network.BACKENDS also has other packages'
+
+
+def executor_names() -> tuple[str, ...]:
+    """The built-in executors and those other packages register (entry-point names: nothing imported)."""
+    return (*EXECUTORS, *(ep.name for ep in entry_points(group="pytest_flopynet.executors") if ep.name not in EXECUTORS))
 
 
 class SettingError(FlopynetError):
@@ -39,7 +46,7 @@ class Option:
     help: str
     default: str = ""  # the ini default (text); "" means unset
     parse: Callable[[str], Any] = str
-    choices: tuple[str, ...] | None = None
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None  # a callable: read when checked
     cli: dict[str, Any] = field(default_factory=dict)  # argparse keywords of the `flopynet run` flag; None: no flag
 
     def value(self, text: Any) -> Any:
@@ -47,27 +54,28 @@ class Option:
             text = self.default
         if text in (None, ""):
             return None
-        if self.choices and str(text) not in self.choices:
+        choices = self.choices() if callable(self.choices) else self.choices
+        if choices and str(text) not in choices:
             raise SettingError(f"--flopynet-{self.name.replace('_', '-')} / ini flopynet_{self.name}: {text!r} is not "
-                               f"one of {', '.join(self.choices)}")
+                               f"one of {', '.join(choices)}")
         try:
             return self.parse(text)
         except (TypeError, ValueError):
+            kind = {int: "an integer", float: "a number"}.get(self.parse, "a valid value")
             raise SettingError(f"--flopynet-{self.name.replace('_', '-')} / ini flopynet_{self.name}: {text!r} is "
-                               f"not a {getattr(self.parse, '__name__', 'value')}") from None
+                               f"not {kind}") from None
 
 
 OPTIONS: tuple[Option, ...] = (
     Option("seed", "run seed; each test derives its own from it and its id", "0", int,
            cli={"type": int, "help": "seed of the run (beats the scenario file's own seed; default: the file's, else 0)"}),
-    Option("backend", "network backend for every scenario: sim, netns, gns3 (default: the scenario's own backend, "
-                      "else sim)", cli={"choices": list(BACKEND_NAMES)}),
+    Option("backend", "network backend for every scenario: sim, netns, gns3 or another package's (default: the "
+                      "scenario's own backend, else sim)", cli={}),
     Option("reports", "folder for each scenario's results, metrics and plots", "reports", Path,
            cli={"default": "reports", "help": "folder for results, metrics and the resolved scenario ('' to write "
                                               "none)"}),
     Option("data_dir", "folder holding local data sets (CIFAR, MNIST)", parse=Path, cli={}),
-    Option("executor", EXECUTORS_HELP, "auto", choices=tuple(EXECUTORS),
-           cli={"choices": list(EXECUTORS), "default": "auto"}),
+    Option("executor", EXECUTORS_HELP, "auto", choices=executor_names, cli={"default": "auto"}),
     Option("threads", "torch threads each test trains with (the same for every -n, so metrics are too)", "1", int,
            cli={"type": int, "help": "torch threads (default: all cores; pytest uses 1 per test, and the same thread "
                                      "count gives the same metrics)"}),
@@ -116,6 +124,11 @@ class RunSettings:
         """The run's backend, else the scenario's, else sim."""
         return self.backend or config.backend or "sim"
 
+    def gates_for(self, config, marked: tuple[str, ...] = ()) -> list[Gate]:
+        """The gates a run is judged by, later ones overriding earlier ones per metric: the scenario
+        file's, then @pytest.mark.gate's, then the ini key's and the command line's (self.gates)."""
+        return merge_gates(config.gates, marked, self.gates)
+
     def backend_options(self, config) -> dict[str, Any]:
         """What backends read: the scenario's name (they name what they make after it), its GNS3 settings,
         and the run's real-backend options that are set."""
@@ -159,6 +172,8 @@ class RunSettings:
     def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         for opt in OPTIONS:
             keywords = {"help": opt.help, **opt.cli}
+            if opt.choices:  # argparse says what is wrong, with the choices
+                keywords["choices"] = list(opt.choices() if callable(opt.choices) else opt.choices)
             parser.add_argument(f"--{opt.name.replace('_', '-')}", dest=opt.name, **keywords)
         parser.add_argument("--gate", action="append", default=[], help="extra gate 'metric op number' (repeatable)")
 

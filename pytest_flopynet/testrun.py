@@ -9,10 +9,18 @@ from pathlib import Path
 import pytest
 
 from .analysis.compare import headline
-from .analysis.gates import evaluate, failure_message, merge_gates
-from .model import ScenarioConfig
+from .analysis.gates import evaluate, failure_message
+from .model import ScenarioConfig, save_scenario
+from .report import allure
 from .seeds import derive_seed
 from .settings import RunSettings
+
+
+def session():
+    """The session module (session.py), imported when a test first runs a scenario: it imports torch,
+    which a pytest run without scenarios never pays for. The plugin's one way to the heavy parts."""
+    from . import session as module
+    return module
 
 
 def run_settings(config: pytest.Config) -> RunSettings:
@@ -56,20 +64,18 @@ def set_threads(config: pytest.Config) -> None:
 
 def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, source: Path | None, **parts):
     """The Scenario runner for one test, wired to the run's settings and hooks."""
-    from .session import Scenario, unmet_requirements
     set_threads(config)
-    reason = unmet_requirements(scenario)
+    reason = session().unmet_requirements(scenario)
     if reason:
         pytest.skip(reason)
-    return Scenario(scenario, settings=run_settings(config), test_id=nodeid, source=source,
+    return session().Scenario(scenario, settings=run_settings(config), test_id=nodeid, source=source,
                     reports_dir=report_folder(config, nodeid), on_event=config.hook.pytest_flopynet_event,
                     on_round_end=config.hook.pytest_flopynet_round_end, worker=worker_id(config), **parts)
 
 
 def gates_for(config: pytest.Config, scenario: ScenarioConfig, markers=()) -> list:
     """Scenario file < @pytest.mark.gate < ini flopynet_gates < --flopynet-gate, per metric."""
-    marked = [g for m in markers for g in m.args]
-    return merge_gates(scenario.gates, marked, run_settings(config).gates)
+    return run_settings(config).gates_for(scenario, tuple(g for m in markers for g in m.args))
 
 
 def finish(item: pytest.Item, runner) -> None:
@@ -82,7 +88,6 @@ def finish(item: pytest.Item, runner) -> None:
         item.user_properties.append((f"flopynet.{key}", value))
     gates = gates_for(item.config, result.config, item.iter_markers("gate"))
     result.gate_outcomes = evaluate(gates, result.analysis)
-    from .report import allure
     if allure.enabled(item.config):
         allure.record(result, len(gates))
     row = {**headline(result.analysis), "gates_passed": sum(o.passed for o in result.gate_outcomes),
@@ -98,7 +103,6 @@ def write_falsifying(item: pytest.Item, config: ScenarioConfig) -> Path:
     """The scenario as it failed (its events, seed and gates) as a complete scenario file."""
     import dataclasses
 
-    from .model import save_scenario
     folder = report_folder(item.config, item.nodeid)
     config = dataclasses.replace(config, name=f"{config.name}_falsifying",
                                  description=f"{config.description} (falsifying schedule found by {item.nodeid})".strip())

@@ -47,3 +47,30 @@ def test_the_controller_does_not_import_the_network_and_backends_import_no_engin
 
 def test_no_import_circle_between_parts():
     assert list(nx.simple_cycles(GRAPH)) == []
+
+
+def _function_level_imports() -> set[tuple[str, str]]:
+    """(module, imported module) for every relative import inside a function."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        package = parts if path.name == "__init__.py" else parts[:-1]
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.ImportFrom) and node.level:
+                        base = package[:len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+                        found.add((".".join(parts[1:]), ".".join(base[1:])))
+    return found
+
+
+def test_function_level_imports_are_the_few_that_keep_startup_light():
+    assert _function_level_imports() == {
+        ("testrun", ""),  # session (torch) when a test first runs a scenario, not at pytest start-up
+        ("base_scenario", "session"),  # the same for scenario classes, which discovery loads at collection
+        ("report.exports", "report.plots"),  # matplotlib only for a scenario that asks for plots
+        ("fl", "fl.aggregation"),  # `pytest_flopynet.fl.aggregate` without torch at `import pytest_flopynet.fl`
+        ("fl.client_conv", "fl.client_conv_triton"),  # Triton: CUDA builds of torch only
+    }

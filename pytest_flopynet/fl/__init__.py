@@ -6,6 +6,8 @@ torch, and the plugin and the command line import this package's names without i
 
 from ..settings import EXECUTORS, EXECUTORS_HELP  # noqa: F401 (the run setting that names them)
 
+LOCAL_DATASETS = ("cifar10", "cifar100", "mnist")  # read from --flopynet-data-dir, never downloaded
+
 
 def __getattr__(name: str):
     if name == "aggregate":

@@ -213,7 +213,6 @@ def _cifar(name: str, data_dir: Path | None, folder: str, train: list[str], test
     return _tensors(xtr, ytr, xte, yte, classes)
 
 
-LOCAL_DATASETS = ("cifar10", "cifar100", "mnist")  # read from --flopynet-data-dir, never downloaded
 
 
 @register_dataset("cifar10")

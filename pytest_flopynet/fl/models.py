@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import inspect
 import math
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-from ..errors import FlopynetError
+from ..errors import FlopynetError, UnavailableError
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: dict[str, ModelFactory] = {}
@@ -170,8 +172,6 @@ def _pretrained(model: nn.Module, architecture: str, pretrained: bool, weights_p
     if weights_path is None:
         raise FlopynetError(f"fl_config.model_parameters.pretrained: {architecture} weights cannot be downloaded "
                             f"here; set model_parameters.weights_path to a local state-dict file (torch.save)")
-    from pathlib import Path
-    from ..errors import UnavailableError
     path = Path(weights_path).expanduser()
     if not path.is_file():
         raise UnavailableError(f"{architecture} pretrained weights: no file at {path}")
@@ -263,7 +263,6 @@ def build_model(architecture: str, parameters: dict, input_shape: tuple[int, ...
 def forward_cost(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int]:
     """One sample's forward pass: its FLOPs, counted by torch's own FLOP counter, and how many
     linear and convolution layers it calls (an LSTM cell once per time step)."""
-    from torch.utils.flop_counter import FlopCounterMode
     calls = 0
 
     def count(*_) -> None:

@@ -2,15 +2,21 @@
 project's Ryu app, with a transfer agent in every host's namespace."""
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import math
 import os
+import selectors
 import subprocess
 import sys
 import time
+import warnings
 
+from ..controller.ryu_controller import RyuController, ryu_python
 from ..errors import UnavailableError
+from .agent import BULK_PORT, FL_PORT
+from .backend import Flow, NetworkStats, check_names, link_states
 from .lab import NetnsLab, close_pipes, kill_group, netem_available, tool, unavailable
 from .topology import Topology
 
@@ -30,7 +36,6 @@ class NetnsNetwork:
     name = "netns"
 
     def __init__(self, clock, controller, *, worker: str = "main", options: dict | None = None):
-        from .agent import BULK_PORT, FL_PORT
         self.clock, self.controller, self.worker = clock, controller, worker
         self.options = dict(options or {})
         self.scale = float(getattr(clock, "time_scale", 1.0))
@@ -63,13 +68,11 @@ class NetnsNetwork:
         return None
 
     def build(self, topology: Topology) -> None:
-        from ..controller.ryu_controller import RyuController, ryu_python
         reason = unavailable()
         if reason:
             raise UnavailableError(reason)
         ryu_python()
         if self.controller.controller_type != "ryu":
-            import warnings
             warnings.warn(f"controller_type {self.controller.controller_type!r}: the netns backend runs the project's "
                           f"Ryu app (the only controller it has) in its place", stacklevel=2)
         self.topology = topology
@@ -94,7 +97,6 @@ class NetnsNetwork:
             raise
 
     def _start_agent(self, host: str) -> None:
-        import selectors
         proc = self.lab.popen(host, [sys.executable, "-m", "pytest_flopynet.network.agent",
                                      "--ports", f"{self.fl_port},{self.bulk_port}"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -160,7 +162,6 @@ class NetnsNetwork:
 
     # -- conditions -----------------------------------------------------------------------------
     def apply(self, condition) -> int:
-        from .backend import check_names
         check_names(self.topology, condition)
         handle = next(self._handles)
         self._conditions[handle] = condition
@@ -174,7 +175,6 @@ class NetnsNetwork:
     def _reconcile(self) -> None:
         """Make the lab what the active conditions say: each change applied once, and reverting
         a condition restores exactly the rates, rules and links it changed."""
-        from .backend import link_states
         lab, netem = self.lab, netem_available()
         states = link_states(self.topology, self._conditions.values())
         jitters = {name: sum(c.jitter_ms for c in self._conditions.values() if name in c.links) for name in states}
@@ -255,7 +255,6 @@ class NetnsNetwork:
         return [json.loads(line) for line in lines if line.strip()]
 
     def _poll(self, timeout: float) -> list[dict]:
-        import selectors
         reports = []
         with selectors.DefaultSelector() as sel:
             for proc in self.agents.values():
@@ -270,8 +269,6 @@ class NetnsNetwork:
 
     # -- flows ----------------------------------------------------------------------------------
     def transfer(self, flows, deadline: float = math.inf) -> list[float | None]:
-        import heapq
-        from .backend import Flow
         done: dict[int, float] = {}
         waiting: list = []
         seq = itertools.count()
@@ -316,7 +313,6 @@ class NetnsNetwork:
         """Utilisation from the port counters Ryu collects (bytes per second over the last sample,
         against each link's rate); loss and latency as the links are set (latency: the measured
         round trip where netem is missing)."""
-        from .backend import NetworkStats
         ports = self._switch_stats().get("ports", {})
         now = time.monotonic()
         previous, self._last_ports = self._last_ports, (now, ports)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ..errors import FlopynetError, UnavailableError
 from ..model import family
 
 ATTACHMENTS = {  # report file suffix -> allure attachment type name
@@ -94,7 +95,6 @@ def generate_html(results: Path, output: Path, name: str = "flopynet scenarios")
     """An HTML report of an --alluredir folder, made by Allure 3 (Node.js; no Java)."""
     import subprocess
 
-    from ..errors import FlopynetError, UnavailableError
     if not results.is_dir() or not any(results.glob("*-result.json")):
         raise FlopynetError(f"{results}: no Allure results here (run pytest with --alluredir {results})")
     cli = find_cli()

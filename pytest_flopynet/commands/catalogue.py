@@ -1,0 +1,65 @@
+"""flopynet schema and list: the scenario format, and the scenarios there are."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..discovery import discover
+from ..fl import LOCAL_DATASETS
+from ..model import family, scenario_schema
+from . import EXIT_FAILED, EXIT_OK
+
+
+def cmd_schema(args) -> int:
+    print(json.dumps(scenario_schema(), indent=2))
+    return EXIT_OK
+
+
+def _needs(config) -> str:
+    """What a scenario needs beyond the plugin: cores, memory, a local data set."""
+    req, needs = config.requirements, []
+    if req.min_cpu_cores > 1:
+        needs.append(f"{req.min_cpu_cores} cores")
+    if req.min_memory_gb > 1:
+        needs.append(f"{req.min_memory_gb:g} GiB")
+    if config.fl_config.dataset in LOCAL_DATASETS:
+        needs.append(f"{config.fl_config.dataset} in --data-dir")
+    return ", ".join(needs) or "-"
+
+
+def cmd_list(args) -> int:
+    catalogue = discover([Path(args.path)])
+    rows = [("name", "family", "size", "backend", "needs", "source")]
+    for name, scenario in sorted(catalogue.scenarios.items()):
+        c = scenario.config
+        size = next((t.removesuffix("_size") for t in c.tags if t in ("ci_size", "full_size")), "-")
+        source = str(scenario.source) if scenario.source else "entry point"
+        rows.append((name, family(c), size, c.backend or "sim", _needs(c), source))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(f"{cell:<{w}}" for cell, w in zip(r, widths)) + "  " + r[-1])
+    for where, reason in catalogue.errors:
+        print(f"{where}: cannot load: {reason.splitlines()[0]}", file=sys.stderr)
+    return EXIT_FAILED if catalogue.errors else EXIT_OK
+
+
+class Progress:
+    """A progress bar of rounds and scenario time on stderr: redrawn in place on a terminal, one line
+    per round in a log."""
+
+    def __init__(self, config, stream=sys.stderr):
+        self.total, self.end = config.fl_config.total_rounds, config.duration_minutes * 60
+        self.stream, self.tty = stream, stream.isatty()
+
+    def __call__(self, round, metrics, execution) -> None:
+        done = round / self.total
+        bar = "#" * int(done * 24)
+        line = (f"[{bar:<24}] round {round}/{self.total}  scenario {metrics.end_time:7.1f} s / {self.end:g} s  "
+                f"accuracy {metrics.accuracy:.4f}")
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")

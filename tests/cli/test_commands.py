@@ -1,0 +1,81 @@
+"""The flopynet command as users meet it: one clear line per problem, exit codes, what it prints."""
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pytest_flopynet import load_scenario, save_scenario, scenario_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+BAD_FILES = {
+    "unknown_event.yaml": ("events:\n  - {event_type: meteor_strike, trigger_time: 1, target: all_links}\n",
+                           "events[0].event_type"),
+    "negative_time.yaml": ("events:\n  - {event_type: link_failure, trigger_time: -3, target: s1-s2}\n",
+                           "events[0].trigger_time"),
+    "unknown_key.yaml": ("fl_config: {rounds: 3}\n", "fl_config.rounds"),
+    "string_for_int.yaml": ("fl_config: {total_rounds: ten}\n", "fl_config.total_rounds"),
+    "syntax.yaml": ("fl_config: {total_rounds: 3\n", "line 4 column 1"),  # after the 2-line header
+    "not_a_mapping.json": ("[1, 2]", "(top level)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_flopynet_validate_gives_one_clear_line(tmp_path, name):
+    text, field = BAD_FILES[name]
+    path = tmp_path / name
+    header = "" if name.endswith(".json") else "name: bad\nnetwork_config: {topology_type: mesh, switch_count: 2}\n"
+    path.write_text(header + text)
+    proc = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", "validate", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"{path}: {field}: ")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_flopynet_validate_accepts_a_good_file(tmp_path):
+    path = save_scenario(load_scenario(ROOT / "scenarios/network_instability/scenario.yaml"), tmp_path / "ok.scenario.yaml")
+    proc = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", "validate", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{path}: ok (network_instability, 4 events)\n"
+
+
+def test_flopynet_validate_checks_a_scenario_class_file(tmp_path):
+    """A scenario.py is a scenario file too: each class's config is checked (it was parsed as YAML)."""
+    path = tmp_path / "scenario.py"
+    source = textwrap.dedent("""
+        from pytest_flopynet import FLConfig, NetworkConfig, ScenarioConfig
+        from pytest_flopynet.scenarios import BaseScenario
+
+        class TwoScenario(BaseScenario):
+            config = ScenarioConfig(name="two", fl_config=FLConfig(model_architecture="ARCH", clients_per_round=3),
+                                    network_config=NetworkConfig(node_count=4))
+    """)
+    validate = [sys.executable, "-m", "pytest_flopynet.cli", "validate", str(path)]
+    path.write_text(source.replace("ARCH", "logreg"))
+    proc = subprocess.run(validate, capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, f"{path}: ok (two, 0 events)\n"), proc.stderr
+    path.write_text(source.replace("ARCH", "logregg"))
+    proc = subprocess.run(validate, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"{path}: fl_config.model_architecture: unknown model 'logregg' "
+                           "(available: cnn, logreg, lstm, mlp, mobilenet_v2, resnet18)\n")
+
+
+def test_flopynet_schema_prints_the_schema():
+    proc = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", "schema"], capture_output=True, text=True)
+    assert json.loads(proc.stdout) == json.loads(json.dumps(scenario_schema()))
+
+
+def test_a_missing_file_is_one_clear_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", "run", str(tmp_path / "nope.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("no scenario ") and "Traceback" not in proc.stderr
