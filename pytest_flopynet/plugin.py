@@ -14,7 +14,7 @@ from .discovery import CLASS_FILE, FAMILIES, FOLDER_FILES, is_scenario_file, loa
 from .errors import FlopynetError, UnavailableError
 from .settings import RunSettings, SettingError
 from .report import allure
-from .testrun import finish, make_scenario, reports_root, run_settings, write_falsifying
+from .testrun import finish, make_scenario, reports_root, run_settings, session, write_falsifying
 
 pytest_plugins = ["pytest_flopynet.fixtures"]
 
@@ -155,25 +155,28 @@ class ScenarioFile(pytest.File):
     that runs it (through its class's setup/run/teardown hooks) and checks its gates."""
 
     def collect(self):
-        try:
-            found = load_source(self.path)
+        try:  # a file that cannot run is a collection error, before anything runs
+            found = [(scenario, session().check_buildable(scenario.config, str(self.path), base_dir=self.path.parent))
+                     for scenario in load_source(self.path)]
         except FlopynetError as exc:
             raise self.CollectError(str(exc)) from None
-        for scenario in found:
-            item = ScenarioItem.from_parent(self, name=scenario.config.name, scenario=scenario)
+        for scenario, topology in found:
+            item = ScenarioItem.from_parent(self, name=scenario.config.name, scenario=scenario, topology=topology)
             item.add_marker("flopynet")
             _add_tags(item, scenario.config.tags)
             yield item
 
 
 class ScenarioItem(pytest.Item):
-    def __init__(self, *, scenario, **kwargs):
+    def __init__(self, *, scenario, topology, **kwargs):
         super().__init__(**kwargs)
         self.scenario = scenario  # a BaseScenario
+        self.topology = topology  # built when the file was checked at collection
 
     def runtest(self) -> None:
         try:
-            runner = make_scenario(self.config, self.nodeid, self.scenario.config, self.path)
+            runner = make_scenario(self.config, self.nodeid, self.scenario.config, self.path, topology=self.topology,
+                                   checked=True)
             self.scenario.execute_on(runner)
         except UnavailableError as exc:
             pytest.skip(str(exc))

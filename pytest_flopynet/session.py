@@ -62,14 +62,16 @@ class ScenarioRunError(FlopynetError):
 class Scenario:
     """One scenario run. `settings` (RunSettings) say how it runs; the keyword arguments seed, backend,
     reports_dir, data_dir, executor and backend_options override single settings (seed: the run's
-    seed, which the scenario file's own seed beats, as everywhere)."""
+    seed, which the scenario file's own seed beats, as everywhere). `checked`: the config was checked
+    already (checks.check_buildable) against the given topology, as pytest does at collection."""
 
     def __init__(self, config: ScenarioConfig, *, settings: RunSettings | None = None, seed: int | None = None,
                  backend: str | None = None, source: Path | None = None, reports_dir: Path | None = None,
                  data_dir: Path | None = None, topology: Topology | None = None,
                  controller: Controller | None = None, cluster: FLCluster | None = None,
                  on_event: Callable | None = None, on_round_end: Callable | None = None, worker: str = "main",
-                 backend_options: dict | None = None, executor: str | None = None, test_id: str | None = None):
+                 backend_options: dict | None = None, executor: str | None = None, test_id: str | None = None,
+                 checked: bool = False):
         settings = settings or RunSettings(reports=None)
         if seed is not None:
             settings = settings.but(seed=seed)
@@ -82,6 +84,7 @@ class Scenario:
         self.data_dir = data_dir if data_dir is not None else settings.data_dir
         self.executor = executor or settings.executor  # how clients train (fl.EXECUTORS); same metrics within rounding
         self._topology, self._controller, self._cluster = topology, controller, cluster
+        self._checked = checked  # config and its own events already checked against this topology (at collection)
         self.events: list[ScenarioEvent] = list(config.events)  # the file's, then those added (add_event)
         self.callbacks: list[TimedCallback] = []
         self.status_callbacks: list[StatusCallback] = []
@@ -150,7 +153,8 @@ class Scenario:
         """The scenario as it runs: its events plus those added by fixtures, and the seed used; checked
         once, against the registries and the topology the run uses (built here if not yet)."""
         config = dataclasses.replace(self.config, events=list(self.events), seed=self.seed)
-        check_buildable(config, str(self.source or "<scenario>"), self.topology)
+        if not (self._checked and self.events == self.config.events):  # added events: checked with the rest
+            check_buildable(config, str(self.source or "<scenario>"), self.topology)
         return config
 
     def run(self) -> ScenarioResult:
