@@ -12,7 +12,12 @@ class ScenarioValidationError(FlopynetError):
     def __init__(self, source: str, problems: list[tuple[str, str]]):
         self.source = source
         self.problems = problems
-        super().__init__("\n".join(f"{source}: {path or '(top level)'}: {reason}" for path, reason in problems))
+        shown = [f"{source}: {path or '(top level)'}: {reason}" for path, reason in problems[:self.SHOWN]]
+        if len(problems) > self.SHOWN:
+            shown.append(f"{source}: ... and {len(problems) - self.SHOWN} more problems")
+        super().__init__("\n".join(shown))
+
+    SHOWN = 20  # problems in the message (all of them stay in .problems)
 
 
 class UnavailableError(FlopynetError):

@@ -21,6 +21,7 @@ from .base_scenario import BaseScenario
 from .discovery import find_scenario
 from .errors import FlopynetError
 from .model import ScenarioConfig, ScenarioState, check, save_scenario
+from .report.exports import folder_name
 from .session import Scenario
 from .settings import RunSettings
 
@@ -71,7 +72,7 @@ class ScenarioRunner:
         with self._lock:
             scenario_id = f"{scenario.config.name}-{next(self._ids)}"
         engine = Scenario(scenario.config, settings=self.settings, source=scenario.source,
-                          reports_dir=self.reports / scenario_id if self.reports else None)
+                          reports_dir=self.reports / folder_name(scenario_id) if self.reports else None)
         engine.status_callbacks.extend(self.status_callbacks)
         future = self._pool.submit(scenario.execute_on, engine)
         self._runs[scenario_id] = _Run(scenario_id, scenario, engine, future)

@@ -3,7 +3,6 @@ it records for JUnit and the terminal summary. Shared by the fixtures and the co
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from .analysis.compare import headline
 from .analysis.gates import evaluate, failure_message
 from .model import ScenarioConfig, save_scenario
 from .report import allure
+from .report.exports import folder_name
 from .seeds import derive_seed
 from .settings import RunSettings
 
@@ -49,7 +49,7 @@ def reports_root(config: pytest.Config) -> Path:
 
 def report_folder(config: pytest.Config, nodeid: str) -> Path:
     """One folder per test id: xdist workers never share one."""
-    return reports_root(config) / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
+    return reports_root(config) / folder_name(nodeid)
 
 
 def set_threads(config: pytest.Config) -> None:

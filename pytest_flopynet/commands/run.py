@@ -9,6 +9,7 @@ from ..analysis.compare import format_table, headline
 from ..analysis.gates import evaluate, failure_message
 from ..discovery import find_scenario
 from ..errors import FlopynetError, UnavailableError
+from ..report.exports import folder_name
 from ..session import Scenario
 from ..settings import RunSettings
 from . import EXIT_FAILED, EXIT_OK
@@ -43,7 +44,7 @@ def cmd_run(args) -> int:
     found = find_scenario(args.scenario, [Path.cwd()], args.size)
     config = found.config
     seed = settings.seed_for(config)
-    reports = settings.reports / f"{config.name}-seed{seed}" if settings.reports else None
+    reports = settings.reports / folder_name(f"{config.name}-seed{seed}") if settings.reports else None
     runner = Scenario(config, settings=settings, source=found.source, reports_dir=reports)
     progress = None if args.quiet else Progress(config)
     runner.on_round_end = progress

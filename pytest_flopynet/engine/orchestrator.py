@@ -123,9 +123,7 @@ class Orchestrator:
             sched.at(event.trigger_time, lambda e=event, i=index: self._start_event(e, i, ctx), str(event.event_type))
         for cb in self.callbacks:
             sched.at(cb.time, lambda cb=cb: self._start_callback(cb), getattr(cb.fn, "__name__", "callback"))
-        interval = self.execution.metrics.monitor_interval
-        for k in range(int(self.config.duration_seconds // interval) + 1):
-            sched.at(k * interval, self._sample, "monitor", priority=1)
+        self._schedule_sample(0)
 
     def _start_event(self, event: ScenarioEvent, index: int, ctx: EventContext) -> None:
         now = self.clock.now()
@@ -152,7 +150,16 @@ class Orchestrator:
         if self.on_event is not None:
             self.on_event(event=event, phase=phase, execution=self.execution)
 
-    def _sample(self) -> None:
+    def _schedule_sample(self, k: int) -> None:
+        """The k-th monitor sample, at k intervals; each schedules the next, so memory does not grow
+        with the scenario's nominal duration."""
+        interval = self.execution.metrics.monitor_interval
+        if k * interval <= self.config.duration_seconds:
+            self.clock.scheduler.at(k * interval, lambda: self._sample(k), "monitor", priority=1)
+
+    def _sample(self, k: int | None = None) -> None:
+        if k is not None:
+            self._schedule_sample(k + 1)
         stats = self.backend.stats()
         violations, security_events = self.policy.take_counts()
         self.execution.metrics.sample(self.clock.now(), {

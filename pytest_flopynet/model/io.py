@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 import warnings
 from enum import Enum
@@ -16,6 +17,8 @@ import yaml
 from ..errors import ScenarioValidationError
 from .config import EventType, ScenarioConfig
 from .gates import GateSyntaxError, parse_gate
+from .limits import over_limit
+from .parse import parse, shown
 from .schema import dataclass_schema
 from .specs import AGGREGATION_RULES, AggregationSpec, EventSpec, Param, client_number, event_spec
 
@@ -24,10 +27,23 @@ class ScenarioWarning(UserWarning):
     """A scenario that loads but says something doubtful (the seed's own files do)."""
 
 
+def _integer(checker, value) -> bool:  # strict: 2.0 is not an integer (JSON Schema's own check accepts it)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(checker, value) -> bool:  # finite: NaN and infinity are no count, rate or time
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+StrictValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many({"integer": _integer, "number": _number}))
+
+
 @cache
 def _validator() -> jsonschema.Draft202012Validator:
     # the fields' shapes; parameters are checked against their specs, with messages of our own
-    return jsonschema.Draft202012Validator(dataclass_schema(ScenarioConfig))
+    return StrictValidator(dataclass_schema(ScenarioConfig))
 
 
 def _path(parts) -> str:
@@ -47,14 +63,16 @@ def _schema_problems(error: jsonschema.ValidationError, prefix: tuple = ()) -> l
     v = error.validator
     if v == "additionalProperties":
         known = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(known))
-        return [(_path([*path, k]), f"unknown key (known keys: {', '.join(known)})") for k in extra]
+        extra = sorted(set(error.instance) - set(known), key=str)
+        return [(_path([*path, str(k)[:MAX_KEY]]), f"unknown key (known keys: {', '.join(known)})") for k in extra]
     if v == "type":
         expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
-        return [(_path(path), f"expected {expected}, got {_type_name(error.instance)} {error.instance!r}")]
+        if isinstance(error.instance, float) and not math.isfinite(error.instance):
+            return [(_path(path), f"expected a finite {expected}, got {error.instance}")]
+        return [(_path(path), f"expected {expected}, got {_type_name(error.instance)} {shown(error.instance)}")]
     if v == "enum":
         allowed = ", ".join(str(x) for x in error.validator_value)
-        return [(_path(path), f"{error.instance!r} is not one of: {allowed}")]
+        return [(_path(path), f"{shown(error.instance)} is not one of: {allowed}")]
     if v == "anyOf":
         # Optional[X]: report against the non-null alternative; X | Y: against the one of the value's type
         subs = [sub for sub in error.context if sub.validator != "type" or sub.validator_value != "null"]
@@ -63,7 +81,11 @@ def _schema_problems(error: jsonschema.ValidationError, prefix: tuple = ()) -> l
     if v == "required":
         missing = error.message.split("'")[1]
         return [(_path([*path, missing]), "required field is missing")]
-    return [(_path(path), error.message)]
+    return [(_path(path), error.message if len(error.message) <= 2 * MAX_KEY else
+             f"{shown(error.instance)} fails the field's {v} rule ({shown(error.validator_value)})")]
+
+
+MAX_KEY = 100  # characters of a key named in a field path
 
 
 def _build(cls: type, data: dict) -> Any:
@@ -129,6 +151,15 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
         warnings.warn_explicit(f"network_config.node_count is {net.node_count} but the scenario has {n} clients "
                                f"plus the server ({n + 1} hosts); the topology places all {n + 1}", ScenarioWarning,
                                filename=str(source), lineno=0, module="pytest_flopynet.model.io")
+    for name, value, where in [("clients", len(fl.client_data_sizes), "fl_config.client_data_sizes"),
+                               ("hosts", net.node_count, "network_config.node_count"),  # clients otherwise
+                               ("switches", net.switch_count, "network_config.switch_count"),
+                               ("rounds", fl.total_rounds, "fl_config.total_rounds"),
+                               ("duration_minutes", config.duration_minutes, "duration_minutes"),
+                               ("events", len(config.events), "events")]:
+        reason = over_limit(name, value)
+        if reason:
+            problems.append((where, reason))
     if net.topology_type == "custom" and not net.custom_topology_file:
         problems.append(("network_config.custom_topology_file", "required when topology_type is custom"))
     if fl.aggregation_method in AGGREGATION_RULES:  # other packages' rules: checked where the run is built
@@ -143,8 +174,10 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
         spec = event_spec(event.event_type)
         problems += _check_against(f"{where}.parameters", spec.parameters, event.parameters, str(event.event_type))
         problems += _check_target_kind(where, spec, event)
-        for c in event.parameters.get("partitioned_clients", []) + event.parameters.get("clients", []):
-            if isinstance(c, str) and c.startswith("client_") and client_number(c) > clients:
+        named = [c for key in ("partitioned_clients", "clients") if isinstance(event.parameters.get(key), list)
+                 for c in event.parameters[key]]
+        for c in named:  # (their shape was checked with the parameters)
+            if isinstance(c, str) and c.startswith("client_") and c[7:].isdigit() and client_number(c) > clients:
                 problems.append((f"{where}.parameters", f"{c!r} is not a client of this scenario (client_1..client_{n})"))
     for i, gate in enumerate(config.gates):
         try:
@@ -186,7 +219,7 @@ def _check_against(where: str, parameters: dict[str, Param], given: dict, what: 
             known = ", ".join(parameters) or "none"
             problems.append((f"{where}.{name}", f"unknown parameter of {what} (known: {known})"))
             continue
-        for error in jsonschema.Draft202012Validator(parameters[name].schema).iter_errors(value):
+        for error in StrictValidator(parameters[name].schema).iter_errors(value):
             problems += _schema_problems(error, (f"{where}.{name}",))
     return problems
 
@@ -205,29 +238,21 @@ def check_aggregation(fl, spec: AggregationSpec) -> list[tuple[str, str]]:
 
 # ---------------------------------------------------------------------------------- files
 
-def loads(text: str, source: str = "<scenario>", fmt: str = "yaml", base_dir: Path | None = None) -> ScenarioConfig:
-    """Parse YAML or JSON text into a validated ScenarioConfig."""
-    try:
-        data = json.loads(text) if fmt == "json" else yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise ScenarioValidationError(source, [(f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}")]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ScenarioValidationError(source, [(where, f"invalid YAML: {reason}")]) from None
-    return from_dict(data, source, base_dir)
+def loads(text: str | bytes, source: str = "<scenario>", fmt: str = "yaml",
+          base_dir: Path | None = None) -> ScenarioConfig:
+    """Parse YAML or JSON text into a validated ScenarioConfig (model.parse bounds what text may do)."""
+    return from_dict(parse(text, source, fmt), source, base_dir)
 
 
 def load_scenario(path: str | Path) -> ScenarioConfig:
     """Read a scenario file (.yaml, .yml or .json)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ScenarioValidationError(str(path), [("", f"cannot read the file: {exc.strerror}")]) from None
     fmt = "json" if path.suffix == ".json" else "yaml"
-    return loads(text, str(path), fmt, base_dir=path.parent)
+    return loads(data, str(path), fmt, base_dir=path.parent)
 
 
 def dumps(config: ScenarioConfig, fmt: str = "yaml") -> str:

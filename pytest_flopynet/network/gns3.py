@@ -48,6 +48,7 @@ from typing import Any
 
 import networkx as nx
 
+from ..credentials import split_credentials
 from ..errors import FlopynetError, UnavailableError
 from ..processes import free_port, stop_group
 from .backend import Condition, Flow, NetworkStats, check_names
@@ -202,7 +203,9 @@ class GNS3Network:
         scenario = parse_templates(self.options.get("gns3_template"), "network_config.gns3_template")
         option = parse_templates(self.options.get("gns3_templates"), "the gns3_templates option")
         merged = {**scenario, **option}
-        self.url = str(self.options.get("gns3_url") or merged.get("url") or DEFAULT_URL).rstrip("/")
+        # credentials in the URL go to the connection, never into a message: self.url is the URL without them
+        self.url, self.url_credentials = split_credentials(
+            str(self.options.get("gns3_url") or merged.get("url") or DEFAULT_URL).rstrip("/"))
         self.compute_id = str(merged.get("compute_id") or "local")
         self.templates = {role: merged.get(role, DEFAULT_TEMPLATES[role]) for role in ROLES}
         if not self.templates["host"]:
@@ -216,14 +219,18 @@ class GNS3Network:
         except ImportError as exc:
             raise UnavailableError(f"the gns3 backend needs gns3fy ({exc}): pip install 'pytest-flopynet[gns3]'") from None
         _check_pydantic()
-        user = os.environ.get(USER_ENV) or None
-        self.connector = Gns3Connector(url=self.url, user=user, cred=os.environ.get(PASSWORD_ENV) if user else None)
+        user, password = self.url_credentials
+        if user is None:
+            user = os.environ.get(USER_ENV) or None
+            password = os.environ.get(PASSWORD_ENV) if user else None
+        self.connector = Gns3Connector(url=self.url, user=user, cred=password)
         try:
             response = self.connector.session.get(f"{self.connector.base_url}/version", timeout=5)
         except Exception as exc:  # requests' connection errors, timeouts, bad URLs
             raise UnavailableError(f"no GNS3 server at {self.url}: {type(exc).__name__}: {exc}") from None
         if response.status_code == 401:
-            given = f"from {USER_ENV}/{PASSWORD_ENV}" if user else f"none given: set {USER_ENV} and {PASSWORD_ENV}"
+            given = ("from the URL" if self.url_credentials[0] else f"from {USER_ENV}/{PASSWORD_ENV}") if user \
+                else f"none given: set {USER_ENV} and {PASSWORD_ENV}"
             raise FlopynetError(f"the GNS3 server at {self.url} refused the credentials ({given})")
         if response.status_code != 200:
             raise UnavailableError(f"no GNS3 server at {self.url}: GET /v2/version answered {response.status_code}")

@@ -19,22 +19,30 @@ switch ports' egress hook. NetnsNetwork (network/netns.py) is the Backend on top
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
-from ..errors import UnavailableError
+from ..errors import FlopynetError, UnavailableError
 from ..processes import tool
 from .topology import Topology
 
-STATE_DIR = Path(tempfile.gettempdir()) / "flopynet-netns"
+# Lab records, which `flopynet cleanup` acts on (as root): a private folder, in root's runtime
+# location when root (no other user can create it first), refused unless it is ours and 0700.
+STATE_DIR = (Path("/run/flopynet-netns") if os.geteuid() == 0 and Path("/run").is_dir()
+             else Path(tempfile.gettempdir()) / f"flopynet-netns-{os.geteuid()}")
+PREFIX = re.compile(r"^fn[0-9a-f]{4}$")
 SUBNET = ipaddress.ip_network("10.77.0.0/16")
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 TOOLS = ("ip", "tc", "nft", "ethtool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool")
@@ -323,7 +331,7 @@ class NetnsLab:
         for ns in self.namespaces.values():
             sh("ip", "netns", "del", ns, check=False)
         shutil.rmtree(self.run_dir, ignore_errors=True)
-        (STATE_DIR / f"{self.prefix}.json").unlink(missing_ok=True)
+        (state_dir() / f"{self.prefix}.json").unlink(missing_ok=True)
         self.processes, self.daemons = [], []
 
     def adopt(self, proc: subprocess.Popen) -> None:
@@ -332,12 +340,13 @@ class NetnsLab:
         self._record()
 
     def _record(self) -> None:
-        """What this lab made, for `flopynet cleanup` after a crash."""
-        STATE_DIR.mkdir(exist_ok=True)
-        (STATE_DIR / f"{self.prefix}.json").write_text(json.dumps({
-            "owner": os.getpid(), "namespaces": [*self.namespaces.values(), self.switch_ns],
-            "run_dir": str(self.run_dir),
-            "pids": [p.pid for p in [*self.processes, *self.daemons]]}))
+        """What this lab made, for `flopynet cleanup` after a crash; each process with its start time
+        and command line, so a recycled PID is never signalled."""
+        pids = [p.pid for p in [*self.processes, *self.daemons]]
+        (state_dir() / f"{self.prefix}.json").write_text(json.dumps({
+            "owner": os.getpid(), "owner_identity": identity(os.getpid()),
+            "namespaces": [*self.namespaces.values(), self.switch_ns], "run_dir": str(self.run_dir),
+            "pids": pids, "identities": {str(pid): identity(pid) for pid in pids}}))
 
     def __enter__(self) -> NetnsLab:
         return self.start()
@@ -355,10 +364,39 @@ def close_pipes(proc: subprocess.Popen) -> None:
             pass
 
 
+def state_dir() -> Path:
+    """STATE_DIR, made private (0700) when missing; refused unless it is a real folder owned by this
+    user that no one else can write (another user could plant records there)."""
+    try:
+        STATE_DIR.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(STATE_DIR)
+    if not stat.S_ISDIR(info.st_mode):
+        raise FlopynetError(f"refusing the lab state folder {STATE_DIR}: it is not a folder (a link or a file)")
+    if info.st_uid != os.geteuid():
+        raise FlopynetError(f"refusing the lab state folder {STATE_DIR}: owned by uid {info.st_uid}, not {os.geteuid()}")
+    if info.st_mode & 0o077:
+        raise FlopynetError(f"refusing the lab state folder {STATE_DIR}: mode {stat.S_IMODE(info.st_mode):o}, "
+                            "others may write records (expected 700)")
+    return STATE_DIR
+
+
+def identity(pid: int) -> list | None:
+    """[start time in clock ticks since boot, command line] of a live process, or None. A PID is
+    reused after its process ends, its start time with it is not; the command line is kept for the
+    record only (`ip netns exec` replaces it when it execs the program it starts)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, IndexError):
+        return None
+    return [int(fields[19]), cmdline]  # field 22 of stat; the first two (pid, comm) were split off
+
+
 def _prefix(worker: str, label: str) -> str:
     """fn + 4 hex digits from worker, label and process, bumped past prefixes in use."""
-    import hashlib
-    taken = {p.stem for p in STATE_DIR.glob("*.json")} if STATE_DIR.is_dir() else set()
+    taken = {p.stem for p in state_dir().glob("*.json")}
     for attempt in range(1000):
         digest = hashlib.sha1(f"{worker}:{label}:{os.getpid()}:{attempt}".encode()).hexdigest()
         prefix = f"fn{digest[:4]}"
@@ -388,7 +426,6 @@ def _alive(pid: int) -> bool:
 def leftovers() -> list[str]:
     """Everything of any lab that exists now, found by its names rather than by state files: lab
     records, namespaces, links, nftables tables, and agent, Ryu and Open vSwitch processes."""
-    import re
     found = [f"record {p}" for p in sorted(STATE_DIR.glob("*.json"))] if STATE_DIR.is_dir() else []
     ours = re.compile(r"^fn[0-9a-f]{4}")
     found += [f"namespace {n}" for n in sh("ip", "netns", "list", check=False).stdout.split() if ours.match(n)]
@@ -407,24 +444,68 @@ def leftovers() -> list[str]:
     return found
 
 
+def record_problem(path: Path, state) -> str | None:
+    """Why a lab record is not one a lab of this package wrote, or None: its name, its namespaces
+    (under its prefix), its OVS run folder (this user's, where labs make them) and its processes."""
+    prefix = path.stem
+    if not PREFIX.match(prefix):
+        return f"the name {path.name!r} is not a lab's"
+    if not isinstance(state, dict) or not isinstance(state.get("owner"), int):
+        return "no owner process"
+    namespaces = state.get("namespaces")
+    if not isinstance(namespaces, list) or not all(
+            isinstance(ns, str) and re.fullmatch(rf"{prefix}-[A-Za-z0-9_.-]+", ns) for ns in namespaces):
+        return f"namespaces not named {prefix}-...: {str(namespaces)[:200]}"
+    run_dir = state.get("run_dir")
+    if not isinstance(run_dir, str) or Path(run_dir).parent != Path(tempfile.gettempdir()) or \
+            not Path(run_dir).name.startswith(f"flopynet-ovs-{prefix}-"):
+        return f"run folder {str(run_dir)[:200]!r} is not one a lab makes"
+    pids, identities = state.get("pids"), state.get("identities")
+    if not isinstance(pids, list) or not all(isinstance(p, int) and p > 1 for p in pids) or \
+            not isinstance(identities, dict):
+        return "processes without their identities"
+    return None
+
+
+def _same(pid: int, recorded) -> bool:
+    """Whether pid is still the process recorded (same start time)."""
+    now = identity(pid)
+    return bool(now and isinstance(recorded, list) and recorded and now[0] == recorded[0])
+
+
+def _own_folder(path: Path) -> bool:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+
+
 def cleanup() -> list[str]:
     """Remove what labs of dead runs left: their processes, namespaces (with the links and nftables
     table in them) and OVS run directories. Labs whose owning process still runs (another xdist
-    worker, another session) are left alone. Returns what it removed."""
+    worker, another session) are left alone, and so is anything a record names that this package's
+    labs would not have made (a warning says which record and why). Returns what it removed."""
     removed = []
-    for state_file in sorted(STATE_DIR.glob("*.json")) if STATE_DIR.is_dir() else []:
+    for state_file in sorted(state_dir().glob("*.json")):
         try:
             state = json.loads(state_file.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):
             continue  # being written by a live lab
-        if _alive(state.get("owner", 0)):
+        problem = record_problem(state_file, state)
+        if problem:
+            warnings.warn(f"ignoring lab record {state_file}: {problem}")
             continue
-        for pid in state.get("pids", []):
-            kill_group(pid)
-        for ns in state.get("namespaces", []):  # the switch namespace takes its veths and nftables table along
+        owner = state["owner"]
+        if _alive(owner) and (state.get("owner_identity") is None or _same(owner, state["owner_identity"])):
+            continue
+        for pid in state["pids"]:  # only the very process the lab started, not one that got its PID later
+            if _same(pid, state["identities"].get(str(pid))):
+                kill_group(pid)
+        for ns in state["namespaces"]:  # the switch namespace takes its veths and nftables table along
             if sh("ip", "netns", "del", ns, check=False).returncode == 0:
                 removed.append(f"namespace {ns}")
-        if Path(state.get("run_dir", "")).is_dir():
+        if _own_folder(Path(state["run_dir"])):
             shutil.rmtree(state["run_dir"], ignore_errors=True)
             removed.append(f"Open vSwitch run directory {state['run_dir']}")
         state_file.unlink(missing_ok=True)

@@ -1,10 +1,30 @@
 """Write a run's files into its report folder; contents depend only on the scenario and seed."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
+from ..credentials import without_credentials
 from ..model import dumps
+
+
+def folder_name(text: str) -> str:
+    """A name made safe as one path component: letters, digits, _ . - only (others become _), never
+    empty, . or .., so a scenario name or test id cannot place a report outside its folder."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+    return name if name.strip(".") else "scenario"
+
+
+def _shareable(config):
+    """The scenario as written to a report: a GNS3 URL without its credentials."""
+    template = config.network_config.gns3_template
+    if isinstance(template, dict) and template.get("url"):
+        template = {**template, "url": without_credentials(template["url"])}
+        return dataclasses.replace(config, network_config=dataclasses.replace(config.network_config,
+                                                                              gns3_template=template))
+    return config
 
 
 def write_reports(result, folder: Path) -> list[str]:
@@ -12,7 +32,7 @@ def write_reports(result, folder: Path) -> list[str]:
     PNG plots when the scenario's analysis_config.generate_plots is set."""
     folder.mkdir(parents=True, exist_ok=True)
     metrics = result.execution.metrics
-    files = {"scenario.yaml": dumps(result.config),
+    files = {"scenario.yaml": dumps(_shareable(result.config)),
              "metrics.json": json.dumps(metrics.to_dict(), indent=1) + "\n"}
     if result.config.analysis_config.export_data:
         files["metrics.csv"] = metrics.to_csv()

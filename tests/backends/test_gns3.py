@@ -491,3 +491,21 @@ def test_the_readmes_gns3_template_example_is_a_valid_scenario():
     settings = parse_templates(config.network_config.gns3_template, "x")
     assert settings == {"server": "fl-node", "client": "fl-node", "switch": "Open vSwitch", "controller": "Ryu",
                         "url": "http://127.0.0.1:3080"}
+
+
+def test_credentials_in_the_url_reach_the_connection_and_no_message_or_report(tmp_path, tiny_config):
+    pytest.importorskip("gns3fy")
+    from pytest_flopynet import run_scenario
+    from pytest_flopynet.processes import free_port
+    url = f"http://bob:s3cret@127.0.0.1:{free_port()}"  # nothing listens there
+    backend = make(url)
+    config = tiny_config()
+    backend._settings(build_topology(config))
+    with pytest.raises(UnavailableError) as info:
+        backend.connect()
+    assert (backend.connector.user, backend.connector.cred) == ("bob", "s3cret")
+    assert "127.0.0.1" in str(info.value) and "s3cret" not in str(info.value) and "bob" not in str(info.value)
+    config.network_config.gns3_template = {"url": url, "client": "FL node"}
+    run_scenario(config, seed=0, reports_dir=tmp_path / "report")
+    written = (tmp_path / "report" / "scenario.yaml").read_text()
+    assert "url: http://127.0.0.1:" in written and "s3cret" not in written

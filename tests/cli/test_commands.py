@@ -79,3 +79,24 @@ def test_a_missing_file_is_one_clear_line(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("no scenario ") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["../../escape", "/tmp/flopynet-absolute", ".."])
+def test_a_scenario_name_cannot_put_reports_outside_the_reports_folder(tiny_config, tmp_path, name):
+    import asyncio
+
+    from pytest_flopynet import cli
+    from pytest_flopynet.scenarios import ScenarioRunner
+    config = tiny_config()
+    config.name = name
+    path = save_scenario(config, tmp_path / "named.scenario.yaml")
+    reports = tmp_path / "deep" / "er" / "reports"
+    assert cli.main(["run", str(path), "--reports", str(reports), "-q", "--threads", "1"]) == 0
+
+    async def through_the_runner():
+        runner = ScenarioRunner([tmp_path], reports=reports)
+        await runner.wait(await runner.run_scenario_from_config(config))
+        runner.close()
+    asyncio.run(through_the_runner())
+    written = sorted(tmp_path.rglob("analysis.json")) + sorted(Path("/tmp").glob("flopynet-absolute*"))
+    assert len(written) == 2 and all(reports in p.parents for p in written), written
