@@ -6,32 +6,42 @@ from __future__ import annotations
 from pathlib import Path
 
 from .analysis.custom import analysis_problem
-from .errors import ScenarioValidationError
+from .errors import FlopynetError, ScenarioValidationError
 from .fl.aggregation import rule_problem
 from .fl.datasets import dataset_problems
 from .fl.models import model_problems
 from .model import AGGREGATION_RULES, ScenarioConfig, check
 from .model import validate as validate_data
-from .model.io import check_aggregation
+from .model.io import check_aggregation, covered
 from .model.specs import TARGET_KEYWORDS
 from .netmodel import Topology
 from .network.topology import build_topology
 from .policy import load_policies
 
 
-def registry_problems(config: ScenarioConfig) -> list[tuple[str, str]]:
+def registry_problems(config: ScenarioConfig, bad: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """What the scenario names that no registry has (models, data sets and rules are torch code: this
-    module imports torch, so the plugin and the light commands reach it only when a run is built)."""
+    module imports torch, so the plugin and the light commands reach it only when a run is built).
+    Fields in `bad` have a problem already and are not judged again."""
+    def known(*paths: str) -> bool:
+        return not any(covered(bad, path) for path in paths)
     fl = config.fl_config
-    problems = rule_problem(fl.aggregation_method)  # known: its spec is in AGGREGATION_RULES now
-    if not problems:  # a built-in rule passed model.check already; another package's is checked here
-        problems += check_aggregation(fl, AGGREGATION_RULES[fl.aggregation_method])
-    problems += model_problems(fl.model_architecture, fl.model_parameters) + dataset_problems(fl.dataset)
+    problems = []
+    if known("fl_config.aggregation_method", "fl_config.aggregation_parameters", "fl_config.clients_per_round"):
+        problems += rule_problem(fl.aggregation_method)  # known: its spec is in AGGREGATION_RULES now
+        if not problems:  # a built-in rule passed model.check already; another package's is checked here
+            problems += check_aggregation(fl, AGGREGATION_RULES[fl.aggregation_method])
+    if known("fl_config.model_architecture", "fl_config.model_parameters"):
+        problems += model_problems(fl.model_architecture, fl.model_parameters)
+    if known("fl_config.dataset"):
+        problems += dataset_problems(fl.dataset)
     for i, name in enumerate(config.analysis_config.custom_analysis):
-        if analysis_problem(name):
+        if known("analysis_config.custom_analysis") and analysis_problem(name):
             problems.append((f"analysis_config.custom_analysis[{i}]", analysis_problem(name)))
     policies = None
     for i, event in enumerate(config.events):
+        if not known(f"events[{i}]"):
+            continue
         if event.event_type == "policy_change" and event.target == "policy_engine":
             policies = policies or load_policies()
             name = event.parameters.get("policy_name")
@@ -41,7 +51,8 @@ def registry_problems(config: ScenarioConfig) -> list[tuple[str, str]]:
     return problems
 
 
-def target_problems(config: ScenarioConfig, topology: Topology) -> list[tuple[str, str]]:
+def target_problems(config: ScenarioConfig, topology: Topology,
+                    bad: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
     """Event targets that name neither a keyword, a client nor a link or node of the topology."""
     n = config.num_clients
     clients = max(n, config.network_config.node_count - 1)
@@ -49,7 +60,8 @@ def target_problems(config: ScenarioConfig, topology: Topology) -> list[tuple[st
              *topology.links}
     return [(f"events[{i}].target", f"unknown target {event.target!r}: not a keyword ({', '.join(TARGET_KEYWORDS)}), "
                                     f"a client of this scenario (client_1..client_{n}) or a link or node of the topology")
-            for i, event in enumerate(config.events) if event.target not in known]
+            for i, event in enumerate(config.events) if event.target not in known
+            and not covered(bad, f"events[{i}].target")]
 
 
 def check_buildable(config: ScenarioConfig, source: str, topology: Topology | None = None,
@@ -63,6 +75,23 @@ def check_buildable(config: ScenarioConfig, source: str, topology: Topology | No
     if problems:
         raise ScenarioValidationError(source, sorted(dict.fromkeys(problems), key=_order(config)))
     return topology
+
+
+def with_build_problems(exc: ScenarioValidationError, base_dir: Path | None = None) -> ScenarioValidationError:
+    """A file's data problems together with what the checks a run makes find in its valid fields
+    (exc.salvaged, see model.io.from_dict): every problem of a file in one report."""
+    if exc.salvaged is None:
+        return exc
+    config, bad = exc.salvaged
+    extra = registry_problems(config, bad)
+    if not any(covered(bad, path) for path in ("network_config", "fl_config.client_data_sizes")):
+        try:
+            extra += target_problems(config, build_topology(config, base_dir=base_dir), bad)
+        except FlopynetError as topology_problem:  # a custom topology file that cannot be read
+            extra.append(("network_config.custom_topology_file", str(topology_problem)))
+    known = {path for path, _ in exc.problems}
+    extra = [p for p in dict.fromkeys(extra) if p[0] not in known and not covered(bad, p[0])]
+    return ScenarioValidationError(exc.source, exc.problems + extra) if extra else exc
 
 
 def _order(config: ScenarioConfig):

@@ -12,6 +12,7 @@ class ScenarioValidationError(FlopynetError):
     def __init__(self, source: str, problems: list[tuple[str, str]]):
         self.source = source
         self.problems = problems
+        self.salvaged = None  # (config, fields with problems): what later checks may still judge
         shown = [f"{source}: {path or '(top level)'}: {reason}" for path, reason in problems[:self.SHOWN]]
         if len(problems) > self.SHOWN:
             shown.append(f"{source}: ... and {len(problems) - self.SHOWN} more problems")

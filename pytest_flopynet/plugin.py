@@ -11,7 +11,7 @@ import pytest
 from . import hookspecs
 from .analysis.compare import format_table
 from .discovery import CLASS_FILE, FAMILIES, FOLDER_FILES, is_scenario_file, load_config, load_source, resolve_scenario
-from .errors import FlopynetError, UnavailableError
+from .errors import FlopynetError, ScenarioValidationError, UnavailableError
 from .settings import RunSettings, SettingError
 from .report import allure
 from .testrun import finish, make_scenario, reports_root, run_settings, session, write_falsifying
@@ -158,6 +158,8 @@ class ScenarioFile(pytest.File):
         try:  # a file that cannot run is a collection error, before anything runs
             found = [(scenario, session().check_buildable(scenario.config, str(self.path), base_dir=self.path.parent))
                      for scenario in load_source(self.path)]
+        except ScenarioValidationError as exc:  # every problem of the file at once
+            raise self.CollectError(str(session().with_build_problems(exc, self.path.parent))) from None
         except FlopynetError as exc:
             raise self.CollectError(str(exc)) from None
         for scenario, topology in found:

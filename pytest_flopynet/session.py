@@ -16,7 +16,7 @@ from typing import Callable
 
 from .analysis.analyzer import analyze_scenario
 from .analysis.result import ScenarioResult
-from .checks import check_buildable
+from .checks import check_buildable, with_build_problems  # noqa: F401 (for the plugin)
 from .controller import Controller
 from .engine.clock import clock_for
 from .engine.orchestrator import Orchestrator, ScenarioExecution, StatusCallback, TimedCallback

@@ -5,9 +5,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..checks import check_buildable
+from ..checks import check_buildable, with_build_problems
 from ..discovery import CLASS_FILE, load_source
-from ..errors import FlopynetError
+from ..errors import FlopynetError, ScenarioValidationError
 from ..model import check
 from . import EXIT_OK, EXIT_USAGE, one_line_warning
 
@@ -27,6 +27,9 @@ def cmd_validate(args) -> int:
                 one_line_warning(w.message, w.category, w.filename, w.lineno)
             for scenario in scenarios:
                 print(f"{path}: ok ({scenario.config.name}, {len(scenario.config.events)} events)")
+        except ScenarioValidationError as exc:  # with what a run's checks find in the file's valid fields
+            print(with_build_problems(exc, Path(path).parent), file=sys.stderr)
+            status = EXIT_USAGE
         except FlopynetError as exc:
             print(exc, file=sys.stderr)
             status = EXIT_USAGE

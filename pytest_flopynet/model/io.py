@@ -1,6 +1,7 @@
 """Load, validate and save scenarios (YAML or JSON); errors name file, field path and reason."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -123,14 +124,69 @@ def from_dict(data: Any, source: str = "<scenario>", base_dir: Path | None = Non
     """Validate plain data and build the ScenarioConfig; raises ScenarioValidationError."""
     if not isinstance(data, dict):
         raise ScenarioValidationError(source, [("", f"expected a mapping of scenario fields, got {_type_name(data)}")])
-    problems = []
-    for error in _validator().iter_errors(data):
+    problems, errors = [], list(_validator().iter_errors(data))
+    for error in errors:
         problems += _schema_problems(error)
-    if problems:
-        raise ScenarioValidationError(source, sorted(set(problems)))
-    config = _build(ScenarioConfig, data)
-    check(config, source, base_dir)
-    return config
+    if not problems:
+        config = _build(ScenarioConfig, data)
+        check(config, source, base_dir)
+        return config
+    # every problem in one pass: the rules across fields run too, on the fields that are valid
+    try:
+        config, bad = _salvage(data, errors)
+        extra = [p for p in check_problems(config, source, warn=False, bad=bad) if not covered(bad, p[0])]
+    except (KeyError, IndexError, TypeError, ValueError):  # a shape the salvage did not foresee: these suffice
+        config, bad, extra = None, frozenset(), []
+    exc = ScenarioValidationError(source, sorted(set(problems)) + extra)
+    exc.salvaged = (config, bad) if config is not None else None  # for checks.check_buildable
+    raise exc
+
+
+_PLACEHOLDERS = {"name": "scenario", "event_type": "link_failure", "trigger_time": 0.0, "target": "all_links"}
+_SECTIONS = {"fl_config", "network_config", "analysis_config", "requirements"}
+
+
+def covered(bad: frozenset[str], path: str) -> bool:
+    """Whether `path` lies in or contains a field with a problem already (its rules cannot judge it)."""
+    return any(path == b or path.startswith((b + ".", b + "[")) or b.startswith((path + ".", path + "["))
+               for b in bad)
+
+
+def _salvage(data: dict, errors) -> tuple[ScenarioConfig, frozenset[str]]:
+    """The scenario with each field that has a problem set to its default (or a placeholder), and the
+    paths of those fields: what the rules across fields may still judge."""
+    data, bad = copy.deepcopy(data), set()
+    for error in errors:
+        parts = list(error.absolute_path)
+        if error.validator == "additionalProperties":
+            owner = _at(data, parts)
+            known = error.schema.get("properties", {})
+            for key in [k for k in owner if k not in known]:
+                del owner[key]
+            continue
+        if error.validator == "required":
+            parts.append(error.message.split("'")[1])
+        depth = 3 if parts[:1] == ["events"] else 2 if parts[:1] and parts[0] in _SECTIONS else 1
+        field = parts[:depth]
+        bad.add(_path(field))
+        owner, key = _at(data, field[:-1]), field[-1]
+        if parts[:1] == ["events"] and len(field) == 2:  # the event itself is not a mapping
+            owner[key] = {k: v for k, v in _PLACEHOLDERS.items() if k != "name"}
+        elif key in _PLACEHOLDERS:
+            owner[key] = _PLACEHOLDERS[key]
+        elif isinstance(owner, dict):
+            owner.pop(key, None)  # the field's default
+        elif isinstance(owner, list):
+            owner[key] = ""  # a gate or tag: judged by nothing else
+    if not isinstance(data.get("events", []), list):
+        data.pop("events")
+    return _build(ScenarioConfig, data), frozenset(bad)
+
+
+def _at(data, parts):
+    for part in parts:
+        data = data[part]
+    return data
 
 
 def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | None = None, warn: bool = True) -> None:
@@ -140,13 +196,24 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
     (checks.check_buildable). `base_dir` is accepted for symmetry with that check and unused here."""
     if not isinstance(config, ScenarioConfig):
         raise ScenarioValidationError(source, [("", f"expected a ScenarioConfig, got {type(config).__name__}")])
+    problems = check_problems(config, source, warn)
+    if problems:
+        raise ScenarioValidationError(source, problems)
+
+
+def check_problems(config: ScenarioConfig, source: str = "<scenario>", warn: bool = True,
+                   bad: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+    """check's rules; a rule whose inputs lie in `bad` (fields that already have a problem) is skipped."""
+    def known(*paths: str) -> bool:
+        return not any(covered(bad, path) for path in paths)
     problems: list[tuple[str, str]] = []
     fl, net = config.fl_config, config.network_config
     n = config.num_clients
-    if fl.clients_per_round > n:
+    counted = known("fl_config.client_data_sizes", "network_config.node_count")
+    if counted and known("fl_config.clients_per_round") and fl.clients_per_round > n:
         problems.append(("fl_config.clients_per_round",
                          f"{fl.clients_per_round} clients per round but the scenario has only {n} clients"))
-    if warn and net.node_count < n + 1:
+    if warn and counted and net.node_count < n + 1:
         # attributed to the scenario file, so pytest's warning summary points there
         warnings.warn_explicit(f"network_config.node_count is {net.node_count} but the scenario has {n} clients "
                                f"plus the server ({n + 1} hosts); the topology places all {n + 1}", ScenarioWarning,
@@ -157,18 +224,22 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
                                ("rounds", fl.total_rounds, "fl_config.total_rounds"),
                                ("duration_minutes", config.duration_minutes, "duration_minutes"),
                                ("events", len(config.events), "events")]:
-        reason = over_limit(name, value)
+        reason = over_limit(name, value) if known(where) else None
         if reason:
             problems.append((where, reason))
-    if net.topology_type == "custom" and not net.custom_topology_file:
+    if known("network_config.topology_type", "network_config.custom_topology_file") and \
+            net.topology_type == "custom" and not net.custom_topology_file:
         problems.append(("network_config.custom_topology_file", "required when topology_type is custom"))
-    if fl.aggregation_method in AGGREGATION_RULES:  # other packages' rules: checked where the run is built
+    if fl.aggregation_method in AGGREGATION_RULES and known(  # other packages' rules: checked where runs are built
+            "fl_config.aggregation_method", "fl_config.aggregation_parameters", "fl_config.clients_per_round"):
         problems += check_aggregation(fl, AGGREGATION_RULES[fl.aggregation_method])
     end = config.duration_seconds
     clients = max(config.num_clients, config.network_config.node_count - 1)
     for i, event in enumerate(config.events):
         where = f"events[{i}]"
-        if event.trigger_time > end:
+        if not known(f"{where}.event_type", f"{where}.target", f"{where}.parameters"):
+            continue
+        if known("duration_minutes", f"{where}.trigger_time") and event.trigger_time > end:
             problems.append((f"{where}.trigger_time", f"{event.trigger_time:g} s is past the scenario's end "
                                                       f"(duration_minutes {config.duration_minutes:g} = {end:g} s)"))
         spec = event_spec(event.event_type)
@@ -177,15 +248,16 @@ def check(config: ScenarioConfig, source: str = "<scenario>", base_dir: Path | N
         named = [c for key in ("partitioned_clients", "clients") if isinstance(event.parameters.get(key), list)
                  for c in event.parameters[key]]
         for c in named:  # (their shape was checked with the parameters)
-            if isinstance(c, str) and c.startswith("client_") and c[7:].isdigit() and client_number(c) > clients:
+            if counted and isinstance(c, str) and c.startswith("client_") and c[7:].isdigit() and \
+                    client_number(c) > clients:
                 problems.append((f"{where}.parameters", f"{c!r} is not a client of this scenario (client_1..client_{n})"))
     for i, gate in enumerate(config.gates):
         try:
-            parse_gate(gate)
+            if known(f"gates[{i}]"):
+                parse_gate(gate)
         except GateSyntaxError as exc:
             problems.append((f"gates[{i}]", str(exc)))
-    if problems:
-        raise ScenarioValidationError(source, problems)
+    return problems
 
 
 def _check_target_kind(where: str, spec: EventSpec, event) -> list[tuple[str, str]]:

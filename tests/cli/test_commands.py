@@ -28,7 +28,8 @@ BAD_FILES = {
 def test_flopynet_validate_gives_one_clear_line(tmp_path, name):
     text, field = BAD_FILES[name]
     path = tmp_path / name
-    header = "" if name.endswith(".json") else "name: bad\nnetwork_config: {topology_type: mesh, switch_count: 2}\n"
+    # (node_count 11: the 10 default clients per round have clients enough, the file has no second problem)
+    header = "" if name.endswith(".json") else "name: bad\nnetwork_config: {topology_type: mesh, switch_count: 2, node_count: 11}\n"
     path.write_text(header + text)
     proc = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", "validate", str(path)],
                           capture_output=True, text=True)
@@ -100,3 +101,27 @@ def test_a_scenario_name_cannot_put_reports_outside_the_reports_folder(tiny_conf
     asyncio.run(through_the_runner())
     written = sorted(tmp_path.rglob("analysis.json")) + sorted(Path("/tmp").glob("flopynet-absolute*"))
     assert len(written) == 2 and all(reports in p.parents for p in written), written
+
+
+def test_validate_reports_every_problem_of_a_file_at_once(tmp_path):
+    """Wrong types, rules across the fields still valid, registries and targets: one run, one report."""
+    path = tmp_path / "many.yaml"
+    path.write_text(textwrap.dedent("""
+        name: x
+        duration_minutes: 1
+        fl_config: {total_rounds: ten, clients_per_round: 50, model_architecture: lstn}
+        network_config: {node_count: 5}
+        events:
+          - {event_type: network_partition, trigger_time: soon, target: client_group,
+             parameters: {partitioned_clients: [client_9]}}
+          - {event_type: link_failure, trigger_time: 999, target: s1-s9, parameters: {bogus: 1}}
+        gates: [final_accuracy >= high]
+    """))
+    proc = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", "validate", str(path)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    fields = [line.split(": ")[1] for line in proc.stderr.splitlines()]
+    # the trigger time that is no number is not judged again, nor is the rounds' count
+    assert fields == ["events[0].trigger_time", "fl_config.total_rounds", "fl_config.clients_per_round",
+                      "events[0].parameters", "events[1].trigger_time", "events[1].parameters.bogus", "gates[0]",
+                      "fl_config.model_architecture", "events[1].target"]
