@@ -3,12 +3,11 @@ the terminal summary. The work itself lives in the package's modules."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from . import hookspecs
+from . import fuzzing, hookspecs
 from .analysis.compare import format_table
 from .discovery import CLASS_FILE, FAMILIES, FOLDER_FILES, is_scenario_file, load_config, load_source, resolve_scenario
 from .errors import FlopynetError, ScenarioValidationError, UnavailableError
@@ -17,24 +16,6 @@ from .report import allure
 from .testrun import finish, make_scenario, reports_root, run_settings, session, write_falsifying
 
 pytest_plugins = ["pytest_flopynet.fixtures"]
-
-
-def _register_hypothesis_profiles() -> None:
-    """dev, ci and nightly: no deadline (an example is a whole scenario run), and the function-scoped
-    scenario_runs fixture allowed (it shares nothing between examples). ci is derandomized, so a CI
-    run draws the same examples every time."""
-    try:
-        from hypothesis import HealthCheck, settings
-    except ImportError:
-        return
-    common = {"deadline": None, "print_blob": True,
-              "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
-    settings.register_profile("dev", max_examples=20, **common)
-    settings.register_profile("ci", max_examples=50, derandomize=True, **common)
-    settings.register_profile("nightly", max_examples=500, **common)
-
-
-_register_hypothesis_profiles()  # at import, before Hypothesis's plugin loads --hypothesis-profile
 
 
 def pytest_addhooks(pluginmanager):
@@ -60,9 +41,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(SummaryReporter(config), "flopynet-summary")
     if allure.enabled(config):
         config.pluginmanager.register(allure.AllureSteps(), "flopynet-allure")
-    if config.pluginmanager.hasplugin("hypothesispytest") and not config.getoption("hypothesis_profile", None):
-        from hypothesis import settings
-        settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -95,7 +73,9 @@ def pytest_collect_file(file_path: Path, parent):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A test marked @pytest.mark.scenario(...) also carries its scenario's tags as markers."""
+    """A test marked @pytest.mark.scenario(...) also carries its scenario's tags as markers; a fuzzed
+    scenario test gets the settings it needs (fuzzing.py), and no other test is touched."""
+    fuzzing.apply_to_fuzzed_tests(items, bool(config.getoption("hypothesis_profile", None)))
     for item in items:
         marker = item.get_closest_marker("scenario")
         if marker is None or isinstance(item, ScenarioItem) or not marker.args:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import FlopynetError
-from .model.gates import Gate, merge_gates
+from .model.gates import Gate, GateSyntaxError, merge_gates, parse_gate
 from .seeds import derive_seed
 
 EXECUTORS = {  # how clients train, by the name --flopynet-executor takes (fl/executors builds them)
@@ -25,6 +25,12 @@ EXECUTORS_HELP = "how clients train: " + "; ".join(f"{name}: {what}" for name, w
 BACKEND_NAMES = ("sim", "netns", "gns3")  # the built-in ones; network.BACKENDS also has other packages'
 
 
+def backend_names() -> tuple[str, ...]:
+    """The built-in backends and those other packages register (entry-point names: nothing imported)."""
+    return (*BACKEND_NAMES, *(ep.name for ep in entry_points(group="pytest_flopynet.backends")
+                              if ep.name not in BACKEND_NAMES))
+
+
 def executor_names() -> tuple[str, ...]:
     """The built-in executors and those other packages register (entry-point names: nothing imported)."""
     return (*EXECUTORS, *(ep.name for ep in entry_points(group="pytest_flopynet.executors") if ep.name not in EXECUTORS))
@@ -32,6 +38,16 @@ def executor_names() -> tuple[str, ...]:
 
 class SettingError(FlopynetError):
     """A setting's value that cannot be used; the message names the option, ini key and reason."""
+
+
+def _checked_gates(gates, where: str) -> tuple[str, ...]:
+    """Gates as given, each parsed now: a typo is a usage error before anything runs."""
+    for gate in gates:
+        try:
+            parse_gate(gate)
+        except GateSyntaxError as exc:
+            raise SettingError(f"{where}: {exc}") from None
+    return tuple(gates)
 
 
 def _truthy(text: str) -> bool:
@@ -70,7 +86,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", "run seed; each test derives its own from it and its id", "0", int,
            cli={"type": int, "help": "seed of the run (beats the scenario file's own seed; default: the file's, else 0)"}),
     Option("backend", "network backend for every scenario: sim, netns, gns3 or another package's (default: the "
-                      "scenario's own backend, else sim)", cli={}),
+                      "scenario's own backend, else sim)", choices=backend_names, cli={}),
     Option("reports", "folder for each scenario's results, metrics and plots", "reports", Path,
            cli={"default": "reports", "help": "folder for results, metrics and the resolved scenario ('' to write "
                                               "none)"}),
@@ -164,7 +180,8 @@ class RunSettings:
         if values["reports"] is not None and not values["reports"].is_absolute():
             values["reports"] = config.rootpath / values["reports"]
         values["gns3_keep"] = bool(values["gns3_keep"])
-        values["gates"] = (*config.getini("flopynet_gates"), *(config.getoption("flopynet_gate") or []))
+        values["gates"] = (*_checked_gates(config.getini("flopynet_gates"), "ini flopynet_gates"),
+                           *_checked_gates(config.getoption("flopynet_gate") or [], "--flopynet-gate"))
         return cls(**values)
 
     # -- the command line -----------------------------------------------------------------------

@@ -296,11 +296,12 @@ def test_requirements_beyond_this_machine_skip_with_the_reason(project):
     result.stdout.fnmatch_lines(["*scenario 'big' needs 4096 CPU cores, this machine has *"])
 
 
-def test_an_unavailable_backend_skips_with_the_reason(project, monkeypatch, tmp_path):
+def test_an_unknown_backend_is_a_usage_error_and_an_unavailable_one_skips_with_the_reason(project, monkeypatch,
+                                                                                         tmp_path):
     scenario_file(project, "n.scenario.yaml")
-    result = project.runpytest_subprocess("-rs", "--flopynet-backend", "ns3")
-    result.assert_outcomes(skipped=1)
-    result.stdout.fnmatch_lines(["*unknown backend 'ns3' (known: sim, netns, gns3)*"])
+    result = project.runpytest_subprocess("-rs", "--flopynet-backend", "ns3")  # not one green skipped run
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--flopynet-backend / ini flopynet_backend: 'ns3' is not one of sim, netns, gns3"])
     # netns without Ryu's environment (or, as another user, without root) says what is missing
     monkeypatch.setenv("FLOPYNET_RYU_VENV", str(tmp_path / "no-ryu"))
     result = project.runpytest_subprocess("-rs", "--flopynet-backend", "netns")

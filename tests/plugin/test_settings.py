@@ -71,3 +71,14 @@ def test_gates_later_sources_win_per_metric():
     config = ScenarioConfig(name="s", gates=["final_accuracy >= 0.5", "final_loss <= 2"])
     gates = RunSettings(gates=("final_accuracy >= 0.9",)).gates_for(config, ("final_loss <= 1",))
     assert sorted(map(str, gates)) == ["final_accuracy >= 0.9", "final_loss <= 1"]
+
+
+def test_a_bad_gate_on_the_command_line_or_in_the_ini_stops_pytest_before_it_runs(pytester):
+    pytester.makepyfile(test_s="def test_s():\n    pass\n")
+    result = pytester.runpytest_subprocess("--flopynet-gate", "final_accuracy >= high")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--flopynet-gate: cannot parse gate 'final_accuracy >= high'*"])
+    pytester.makeini("[pytest]\nflopynet_gates =\n    final_loss << 1\n")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*ini flopynet_gates: cannot parse gate 'final_loss << 1'*"])
