@@ -2,7 +2,6 @@
 the terminal summary. The work itself lives in the package's modules."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from .discovery import CLASS_FILE, FAMILIES, FOLDER_FILES, is_scenario_file, loa
 from .errors import FlopynetError, ScenarioValidationError, UnavailableError
 from .settings import RunSettings, SettingError
 from .report import allure
-from .testrun import finish, make_scenario, reports_root, run_settings, session, write_falsifying
+from .testrun import SUMMARY_ROW, finish, make_scenario, reports_root, run_settings, session, write_falsifying
 
 pytest_plugins = ["pytest_flopynet.fixtures"]
 
@@ -119,6 +118,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     """A failing fuzzed test (xfailing too) leaves its last, shrunk schedule as a scenario file that
     replays the failure."""
     report = yield
+    if report.when == "call" and SUMMARY_ROW in item.stash:  # a plain attribute: xdist serializes it
+        report.flopynet = item.stash[SUMMARY_ROW]
     runs = getattr(item, "funcargs", {}).get("scenario_runs")
     raised = call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception)
     if report.when == "call" and raised and runs is not None and runs.last is not None:
@@ -181,10 +182,9 @@ class SummaryReporter:
         self.rows: list[dict] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call":
-            for key, value in report.user_properties:
-                if key == "flopynet":
-                    self.rows.append({**json.loads(value), "outcome": report.outcome, "nodeid": report.nodeid})
+        row = getattr(report, "flopynet", None)
+        if report.when == "call" and row is not None:
+            self.rows.append({**row, "outcome": report.outcome, "nodeid": report.nodeid})
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if not self.rows:

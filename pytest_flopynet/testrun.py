@@ -2,7 +2,6 @@
 it records for JUnit and the terminal summary. Shared by the fixtures and the collected scenario files."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ def run_settings(config: pytest.Config) -> RunSettings:
 
 
 SETTINGS = pytest.StashKey[RunSettings]()
+SUMMARY_ROW = pytest.StashKey[dict]()
 
 
 def seed_for_test(config: pytest.Config, nodeid: str) -> int:
@@ -88,11 +88,15 @@ def finish(item: pytest.Item, runner) -> None:
         item.user_properties.append((f"flopynet.{key}", value))
     gates = gates_for(item.config, result.config, item.iter_markers("gate"))
     result.gate_outcomes = evaluate(gates, result.analysis)
+    for outcome in result.gate_outcomes:  # one JUnit property per gate: expression, actual value, verdict
+        actual = "not available" if outcome.actual is None else f"{outcome.actual:.6g}"
+        item.user_properties.append(("flopynet.gate", f"{outcome.gate}: actual {actual}, "
+                                                      f"{'pass' if outcome.passed else 'fail'}"))
     if allure.enabled(item.config):
-        allure.record(result, len(gates))
-    row = {**headline(result.analysis), "gates_passed": sum(o.passed for o in result.gate_outcomes),
-           "gates": len(result.gate_outcomes), "report": str(result.report_dir or "")}
-    item.user_properties.append(("flopynet", json.dumps(row)))
+        allure.record(result, result.gate_outcomes)
+    # the terminal summary's row: on the call phase's report (plugin.py), which xdist carries to its controller
+    item.stash[SUMMARY_ROW] = {**headline(result.analysis), "gates_passed": sum(o.passed for o in result.gate_outcomes),
+                               "gates": len(result.gate_outcomes), "report": str(result.report_dir or "")}
     if result.execution.error_message:
         raise ScenarioFailed(f"scenario {result.config.name!r} {result.state}: {result.execution.error_message}")
     if not all(o.passed for o in result.gate_outcomes):

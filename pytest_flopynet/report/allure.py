@@ -40,8 +40,8 @@ class AllureSteps:
             pass
 
 
-def record(result, gates: int) -> None:
-    """Labels, parameters and attachments of one finished scenario run."""
+def record(result, outcomes) -> None:
+    """Labels, parameters, a step per gate (passed or failed) and attachments of one finished run."""
     import allure
 
     config = result.config
@@ -50,13 +50,20 @@ def record(result, gates: int) -> None:
     allure.dynamic.feature(fl.aggregation_method)
     for kind in dict.fromkeys(str(e.event_type) for e in config.events):
         allure.dynamic.story(kind)
-    allure.dynamic.severity(allure.severity_level.CRITICAL if gates else allure.severity_level.NORMAL)
+    allure.dynamic.severity(allure.severity_level.CRITICAL if outcomes else allure.severity_level.NORMAL)
     for name, value in [("scenario", config.name), ("seed", config.seed), ("backend", result.execution.backend),
                         ("model", fl.model_architecture), ("dataset", fl.dataset),
                         ("clients", f"{fl.clients_per_round} of {config.num_clients} per round"),
                         ("rounds", fl.total_rounds), ("topology", f"{net.topology_type}, {net.link_bandwidth_mbps:g} "
                                                                   f"Mbit/s, {net.base_latency_ms:g} ms")]:
         allure.dynamic.parameter(name, str(value))
+    for outcome in outcomes:
+        try:
+            with allure.step(f"gate {outcome}"):
+                if not outcome.passed:
+                    raise AssertionError(str(outcome))  # marks the step failed
+        except AssertionError:
+            pass  # the test itself fails with every gate's verdict
     if result.report_dir is not None:
         attach_folder(Path(result.report_dir))
 

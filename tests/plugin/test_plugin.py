@@ -1,4 +1,5 @@
 """The pytest plugin as users meet it: pytest processes in a scratch project (pytester)."""
+import re
 import textwrap
 
 import pytest
@@ -346,3 +347,17 @@ def test_xdist_workers_give_the_same_metrics_and_one_summary(project):
         runs[workers] = {p.parent.name: p.read_bytes()
                          for p in (project.path / f"reports-{workers}").glob("*/metrics.json")}
     assert len(runs["0"]) == 5 and runs["0"] == runs["2"]
+
+
+def test_junit_carries_each_gates_verdict_and_no_json(project):
+    scenario_file(project, "g.scenario.yaml", name="g", gates="['final_accuracy >= 0.1', 'final_loss <= 0.001']")
+    result = project.runpytest_subprocess("--junitxml=junit.xml", "-n", "2")
+    result.assert_outcomes(failed=1)
+    junit = (project.path / "junit.xml").read_text()
+    gates = re.findall(r'<property name="flopynet.gate" value="([^"]*)"', junit)
+    assert len(gates) == 2
+    assert re.fullmatch(r"final_accuracy &gt;= 0.1: actual 0\.\d+, pass", gates[0]), gates
+    assert re.fullmatch(r"final_loss &lt;= 0.001: actual \d\.\d+, fail", gates[1]), gates
+    assert '<property name="flopynet" ' not in junit and "{" not in "".join(re.findall(r'value="([^"]*)"', junit))
+    # the summary row still reached the xdist controller, with the gates' count
+    assert re.search(r"\bg\b.*\bfailed\b", result.stdout.str().split("flopynet scenarios", 1)[1])
