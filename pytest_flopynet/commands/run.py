@@ -62,14 +62,15 @@ def cmd_run(args) -> int:
         if progress:
             progress.close()
     wall = time.perf_counter() - wall
+    if args.json:  # before anything is printed: a closed standard output (| head) cannot lose it
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(result.to_json(), encoding="utf-8")
     s = result.summary
     print(f"{config.name}: {result.state} on {runner.backend}, seed {seed}: {s['fl_rounds_completed']} rounds, "
           f"final accuracy {s['final_accuracy']:.4f}, loss {s['final_loss']:.4f}, "
           f"{s['total_duration_seconds']:.1f} s of scenario time in {wall:.1f} s of wall time")
     print("\n".join(format_table({config.name: headline(result.analysis)})))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(result.to_json(), encoding="utf-8")
         print(f"results: {args.json}")
     if reports:
         print(f"reports: {reports}")

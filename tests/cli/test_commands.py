@@ -125,3 +125,15 @@ def test_validate_reports_every_problem_of_a_file_at_once(tmp_path):
     assert fields == ["events[0].trigger_time", "fl_config.total_rounds", "fl_config.clients_per_round",
                       "events[0].parameters", "events[1].trigger_time", "events[1].parameters.bogus", "gates[0]",
                       "fl_config.model_architecture", "events[1].target"]
+
+
+def test_the_results_file_survives_a_closed_standard_output(tiny_config, tmp_path):
+    """`flopynet run ... | head -1`: head closes the pipe after one line; the JSON is written already."""
+    path = save_scenario(tiny_config(), tmp_path / "tiny.scenario.yaml")
+    out = tmp_path / "results.json"
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_flopynet.cli", "run", str(path), "-q", "--reports", "",
+                             "--json", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the command prints anything
+    proc.wait(timeout=300)
+    assert "Traceback" not in proc.stderr.read().decode()
+    assert json.loads(out.read_text())["execution_summary"]["fl_rounds_completed"] == 3
