@@ -156,6 +156,7 @@ def mutated(draw):
 LONG = os.environ.get("CI") == "true"  # CI: at least 5,000 examples; a local run: a quick 300
 
 
+@pytest.mark.filterwarnings("ignore::pytest_flopynet.model.ScenarioWarning")  # node_count < clients + 1: fine here
 @settings(max_examples=5000 if LONG else 300, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(text=mutated())
