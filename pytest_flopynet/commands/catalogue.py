@@ -42,24 +42,3 @@ def cmd_list(args) -> int:
     for where, reason in catalogue.errors:
         print(f"{where}: cannot load: {reason.splitlines()[0]}", file=sys.stderr)
     return EXIT_FAILED if catalogue.errors else EXIT_OK
-
-
-class Progress:
-    """A progress bar of rounds and scenario time on stderr: redrawn in place on a terminal, one line
-    per round in a log."""
-
-    def __init__(self, config, stream=sys.stderr):
-        self.total, self.end = config.fl_config.total_rounds, config.duration_minutes * 60
-        self.stream, self.tty = stream, stream.isatty()
-
-    def __call__(self, round, metrics, execution) -> None:
-        done = round / self.total
-        bar = "#" * int(done * 24)
-        line = (f"[{bar:<24}] round {round}/{self.total}  scenario {metrics.end_time:7.1f} s / {self.end:g} s  "
-                f"accuracy {metrics.accuracy:.4f}")
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
