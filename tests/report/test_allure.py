@@ -49,7 +49,9 @@ def test_results_carry_labels_parameters_steps_and_attachments(allure_results):
     params = {p["name"]: p["value"] for p in result["parameters"]}
     assert params["backend"] == "'sim'" and params["model"] == "'logreg'" and params["rounds"] == "'4'"
     steps = [s["name"] for s in result["steps"]]
-    assert sum("round" in s for s in steps) == 4
+    assert sum(" round " in s and "ends" in s for s in steps) == 4
+    gates = [(s["name"], s["status"]) for s in result["steps"] if s["name"].startswith("gate ")]
+    assert gates and all(status == ("passed" if "[PASS]" in name else "failed") for name, status in gates), gates
     assert any(s.endswith("network_latency_increase start on all_links") and s.startswith("0.1 s") for s in steps)
     assert any("network_latency_increase end" in s and s.startswith("0.3 s") for s in steps)
     assert sorted(a["name"] for a in result["attachments"]) == FILES
