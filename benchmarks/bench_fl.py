@@ -18,7 +18,7 @@ crossover: the sequential against the batched executor on the CPU, by weight of 
 AutoExecutor picks: where its CPU rule comes from.
 accuracy: the label-Dirichlet(0.1) comparison of FedAvg, FedProx and SCAFFOLD on digits, FedProx
 against FedAvg on synthetic(1, 1) with 90% stragglers, and three gaussian-noise clients against each
-aggregation rule: the README's "FL engine: measured" tables.
+aggregation rule: the "FL engine: measured" tables of docs/measurements.md.
 """
 from __future__ import annotations
 

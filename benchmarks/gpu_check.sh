@@ -5,7 +5,7 @@
 #
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=570)
 #
-# By default the benchmark runs the variants README "Executors on a GPU" reports: the sequential
+# By default the benchmark runs the variants docs/measurements.md "Executors on a GPU" reports: the sequential
 # executor at 10 clients (the baseline on the same card), the default CUDA graph, the client-kernel
 # convolutions, torch.compile + CUDA graph with grouped and with client-kernel convolutions, and
 # --flopynet-executor compiled (client kernels, groups padded), at 10 and 100 clients, 2 timed rounds
@@ -31,7 +31,7 @@ export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi -L
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn",
     torch.backends.cudnn.version(), torch.cuda.get_device_name())'
-# does CUDA autocast reach a vmapped convolution? (on the CPU it does not; README, "Correction")
+# does CUDA autocast reach a vmapped convolution? (on the CPU it does not; docs/measurements.md, "Correction")
 python3 -c 'import torch; x, w = torch.randn(2, 4, 3, 8, 8, device="cuda"), torch.randn(2, 5, 3, 3, 3, device="cuda")
 with torch.autocast("cuda", dtype=torch.bfloat16):
     print("vmap(conv2d) under CUDA bfloat16 autocast returns", torch.vmap(torch.nn.functional.conv2d)(x, w).dtype)'

@@ -1,4 +1,4 @@
-"""The README's commands and examples, run as written so they cannot rot."""
+"""The README's (and docs/guide.md's) commands and examples, run as written so they cannot rot."""
 import re
 import shutil
 import subprocess
@@ -9,8 +9,16 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
+GUIDE = (ROOT / "docs" / "guide.md").read_text()  # the guide's sections beyond the README
+
+
+def _section(heading: str) -> str:
+    text = README if f"## {heading}\n" in README else GUIDE
+    return text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def block(heading: str, lang: str) -> str:
-    section = README.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    section = _section(heading)
     return re.search(rf"```{lang}\n(.*?)```", section, re.S).group(1)
 
 
@@ -58,7 +66,7 @@ def test_the_documented_option_defaults_are_the_real_ones(pytester):
 
 
 def blocks(heading: str, lang: str) -> list[str]:
-    section = README.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    section = _section(heading)
     return re.findall(rf"```{lang}\n(.*?)```", section, re.S)
 
 

@@ -7,7 +7,7 @@ convolutions cast their inputs themselves (`AutocastConv2d`, `autocast_inputs`).
 
 Under vmap a per-client nn.Conv2d becomes a grouped convolution, and cuDNN computes a grouped
 convolution's gradients with one small kernel per client plus layout conversions: at 100 clients on
-an H100 that was 60% of a training step's kernel time (README, "Executors on a GPU"). Here a client
+an H100 that was 60% of a training step's kernel time (docs/measurements.md, "Executors on a GPU"). Here a client
 is one more grid dimension of a Triton implicit-GEMM kernel, so a layer's forward pass, input
 gradient and weight gradient are one launch each, whatever the number of clients, and the im2col
 columns are never written to memory (the matmul route spent its time writing them).

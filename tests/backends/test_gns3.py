@@ -483,9 +483,10 @@ def test_a_gns3_project_file_is_imported_as_the_project(gns3_url, api, tiny_conf
     assert backend.timings["create_s"] > 0
 
 
-def test_the_readmes_gns3_template_example_is_a_valid_scenario():
+@pytest.mark.parametrize("doc, heading", [("README.md", "Backends"), ("docs/backends.md", "The GNS3 backend")])
+def test_the_readmes_gns3_template_example_is_a_valid_scenario(doc, heading):
     from pytest_flopynet.model.io import from_dict
-    readme = (ROOT / "README.md").read_text().split("## The GNS3 backend\n", 1)[1].split("\n## ", 1)[0]
+    readme = (ROOT / doc).read_text().split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
     example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", readme, re.S).group(1))
     config = from_dict({"name": "x", "fl_config": {"clients_per_round": 2}, **example})
     settings = parse_templates(config.network_config.gns3_template, "x")
