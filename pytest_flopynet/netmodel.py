@@ -5,7 +5,7 @@ backend samples. The controller, the backends and the engine speak it; none of t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -130,10 +130,3 @@ def link_states(topology: Topology, conditions) -> dict[str, LinkState]:
 
 
 CONDITION_FEATURES = ("extra_delay_ms", "jitter_ms", "loss", "bandwidth_mbps", "down", "background", "hosts_down")
-
-
-def condition_features(condition: Condition) -> frozenset[str]:
-    """What a condition asks of a backend: the names of its fields that are set (see CONDITION_FEATURES);
-    a backend says which it cannot do in these terms."""
-    return frozenset(f.name for f in fields(condition)
-                     if f.name in CONDITION_FEATURES and getattr(condition, f.name) not in (0.0, None, False, ()))

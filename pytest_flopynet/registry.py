@@ -44,7 +44,3 @@ class Registry:
     def __iter__(self) -> Iterator[str]:
         self._scan()
         return iter(list(self._entries))
-
-    def __len__(self) -> int:
-        self._scan()
-        return len(self._entries)

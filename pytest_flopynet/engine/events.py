@@ -46,7 +46,7 @@ def target_links(event: ScenarioEvent, ctx: EventContext, index: int) -> tuple[s
     elif target in ("server_links", "fl_server"):
         links = topo.links_of(topo.server)
     elif target == "client_group":
-        links = [name for c in target_clients(event) for name in topo.links_of(c)]
+        links = [name for c in event_clients(event) for name in topo.links_of(c)]
     elif target in topo.links:
         links = [target]
     elif target in topo.graph:
@@ -58,9 +58,6 @@ def target_links(event: ScenarioEvent, ctx: EventContext, index: int) -> tuple[s
         rng = random.Random(derive_seed(ctx.seed, "event", index))
         links = sorted(rng.sample(sorted(links), max(1, round(share * len(links)))))
     return tuple(links)
-
-
-target_clients = event_clients  # the clients a client event acts on (model.specs)
 
 
 def parameters(event: ScenarioEvent) -> dict:
@@ -111,7 +108,7 @@ def packet_loss(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
 def _clients(apply: Callable[[FLCluster, str, object], None], remove: Callable[[FLCluster, str, object], None],
              token: Callable[[ScenarioEvent], object] = lambda e: object()):
     def handler(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
-        clients, tok = target_clients(event), token(event)
+        clients, tok = event_clients(event), token(event)
         for c in clients:
             apply(ctx.cluster, c, tok)
         return lambda: [remove(ctx.cluster, c, tok) for c in clients]
@@ -126,7 +123,7 @@ def client_failure(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
         return _clients(lambda cl, c, t: cl.clients[c].intermittent.append(p),
                         lambda cl, c, t: cl.clients[c].intermittent.remove(p))(event, ctx, index)
     away = _clients(FLCluster.go_away, FLCluster.come_back)(event, ctx, index)
-    handle = ctx.backend.apply(Condition(hosts_down=tuple(target_clients(event))))
+    handle = ctx.backend.apply(Condition(hosts_down=tuple(event_clients(event))))
 
     def undo() -> None:
         ctx.backend.revert(handle)
@@ -157,7 +154,7 @@ def policy_change(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
 def resource_constraint(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
     """cpu_slowdown_factor lengthens local training by that factor; memory_limit_mb excludes the
     clients whose training would not fit (see FLCluster.training_memory_mb)."""
-    entries = [(ctx.cluster.clients[c], attr, float(event.parameters[param])) for c in target_clients(event)
+    entries = [(ctx.cluster.clients[c], attr, float(event.parameters[param])) for c in event_clients(event)
                for param, attr in (("cpu_slowdown_factor", "slowdowns"), ("memory_limit_mb", "memory_limits_mb"))
                if param in event.parameters]
     for state, attr, value in entries:

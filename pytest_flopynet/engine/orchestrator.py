@@ -157,9 +157,8 @@ class Orchestrator:
         if k * interval <= self.config.duration_seconds:
             self.clock.scheduler.at(k * interval, lambda: self._sample(k), "monitor", priority=1)
 
-    def _sample(self, k: int | None = None) -> None:
-        if k is not None:
-            self._schedule_sample(k + 1)
+    def _sample(self, k: int) -> None:
+        self._schedule_sample(k + 1)
         stats = self.backend.stats()
         violations, security_events = self.policy.take_counts()
         self.execution.metrics.sample(self.clock.now(), {

@@ -19,7 +19,7 @@ from ..errors import ScenarioValidationError
 from .config import EventType, ScenarioConfig
 from .gates import GateSyntaxError, parse_gate
 from .limits import over_limit
-from .parse import parse, shown
+from .parse import field_path, parse, shown
 from .schema import dataclass_schema
 from .specs import AGGREGATION_RULES, AggregationSpec, EventSpec, Param, client_number, event_spec
 
@@ -47,13 +47,6 @@ def _validator() -> jsonschema.Draft202012Validator:
     return StrictValidator(dataclass_schema(ScenarioConfig))
 
 
-def _path(parts) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
 def _type_name(value: Any) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping",
             type(None): "null"}.get(type(value), type(value).__name__)
@@ -65,15 +58,15 @@ def _schema_problems(error: jsonschema.ValidationError, prefix: tuple = ()) -> l
     if v == "additionalProperties":
         known = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(known), key=str)
-        return [(_path([*path, str(k)[:MAX_KEY]]), f"unknown key (known keys: {', '.join(known)})") for k in extra]
+        return [(field_path([*path, str(k)[:MAX_KEY]]), f"unknown key (known keys: {', '.join(known)})") for k in extra]
     if v == "type":
         expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
         if isinstance(error.instance, float) and not math.isfinite(error.instance):
-            return [(_path(path), f"expected a finite {expected}, got {error.instance}")]
-        return [(_path(path), f"expected {expected}, got {_type_name(error.instance)} {shown(error.instance)}")]
+            return [(field_path(path), f"expected a finite {expected}, got {error.instance}")]
+        return [(field_path(path), f"expected {expected}, got {_type_name(error.instance)} {shown(error.instance)}")]
     if v == "enum":
         allowed = ", ".join(str(x) for x in error.validator_value)
-        return [(_path(path), f"{shown(error.instance)} is not one of: {allowed}")]
+        return [(field_path(path), f"{shown(error.instance)} is not one of: {allowed}")]
     if v == "anyOf":
         # Optional[X]: report against the non-null alternative; X | Y: against the one of the value's type
         subs = [sub for sub in error.context if sub.validator != "type" or sub.validator_value != "null"]
@@ -81,8 +74,8 @@ def _schema_problems(error: jsonschema.ValidationError, prefix: tuple = ()) -> l
             return _schema_problems(sub, prefix)
     if v == "required":
         missing = error.message.split("'")[1]
-        return [(_path([*path, missing]), "required field is missing")]
-    return [(_path(path), error.message if len(error.message) <= 2 * MAX_KEY else
+        return [(field_path([*path, missing]), "required field is missing")]
+    return [(field_path(path), error.message if len(error.message) <= 2 * MAX_KEY else
              f"{shown(error.instance)} fails the field's {v} rule ({shown(error.validator_value)})")]
 
 
@@ -168,7 +161,7 @@ def _salvage(data: dict, errors) -> tuple[ScenarioConfig, frozenset[str]]:
             parts.append(error.message.split("'")[1])
         depth = 3 if parts[:1] == ["events"] else 2 if parts[:1] and parts[0] in _SECTIONS else 1
         field = parts[:depth]
-        bad.add(_path(field))
+        bad.add(field_path(field))
         owner, key = _at(data, field[:-1]), field[-1]
         if parts[:1] == ["events"] and len(field) == 2:  # the event itself is not a mapping
             owner[key] = {k: v for k, v in _PLACEHOLDERS.items() if k != "name"}

@@ -20,6 +20,14 @@ MAX_VALUES = 200_000  # values in the document with every alias expanded (the se
 MAX_SHOWN = 200  # characters of a value quoted in a message
 
 
+def field_path(parts) -> str:
+    """fl_config.client_data_sizes[3]: the path of a value in a scenario, as messages name it."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
 def shown(value: Any) -> str:
     """repr(value), cut to MAX_SHOWN characters: a message never carries a huge value."""
     text = repr(value)
@@ -148,14 +156,7 @@ def _structure_problems(data: Any):
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
-                    yield (_dotted(path), f"key {shown(key)} is not a string (keys name fields)")
+                    yield (field_path(path), f"key {shown(key)} is not a string (keys name fields)")
                 stack.append((item, (*path, str(key))))
         elif isinstance(value, list):
             stack.extend((item, (*path, i)) for i, item in enumerate(value))
-
-
-def _dotted(parts) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out

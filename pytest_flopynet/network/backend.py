@@ -5,7 +5,7 @@ import math
 from typing import Any, Protocol
 
 from ..netmodel import (Condition, Flow, LinkState, NetworkStats, Topology, check_names,  # noqa: F401 (re-exported)
-                        condition_features, link_states)
+                        link_states)
 
 
 class Backend(Protocol):
