@@ -28,8 +28,9 @@ def parser() -> argparse.ArgumentParser:
     v.set_defaults(fn="validate:cmd_validate")
     s = sub.add_parser("schema", help="print the JSON Schema of scenario files")
     s.set_defaults(fn="catalogue:cmd_schema")
-    ls = sub.add_parser("list", help="the scenarios under a folder (its scenarios/) and of installed packages")
-    ls.add_argument("path", nargs="?", default=".")
+    ls = sub.add_parser("list", help="the built-in scenarios, those of installed packages, and those under the "
+                                     "given folders (default: ./scenarios/ where there is one)")
+    ls.add_argument("paths", nargs="*", metavar="path")
     ls.set_defaults(fn="catalogue:cmd_list")
     r = sub.add_parser("run", help="run a scenario file or a built-in scenario by name")
     r.add_argument("scenario")
@@ -49,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("folders", nargs="*")
     rp.add_argument("--allure", metavar="RESULTS", help="the --alluredir folder to turn into HTML")
     rp.add_argument("-o", "--output", default="allure-report", help="where the HTML report goes")
+    rp.add_argument("--plot-axis", choices=["time", "rounds"], default="time", help="x axis of the plots")
+    rp.add_argument("--gate", action="append", default=[], help="a gate 'metric op number' to draw (repeatable; "
+                                                                "the scenario's own gates are drawn too)")
     rp.set_defaults(fn="results:cmd_report")
     cl = sub.add_parser("cleanup", help="remove namespaces, links and Open vSwitch daemons that crashed "
                                         "netns runs left behind (like mn -c)")

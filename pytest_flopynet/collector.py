@@ -1,5 +1,6 @@
-"""Metric time series with scenario timestamps: one record per round, network samples every
-monitor interval, and the start and end of every event."""
+"""Metric time series with scenario timestamps: one record per round, the start and end of every
+event, and network samples every monitor interval, at every round's start and end and just after
+every event starts or ends (one sample per instant)."""
 from __future__ import annotations
 
 import csv
@@ -10,6 +11,14 @@ from typing import Any
 # The seed's sampled metric names.
 SAMPLED = ("network_latency_ms", "network_bandwidth_utilization", "network_packet_loss", "fl_active_clients",
            "policy_violations", "security_events")
+# The link metrics (means over links) are also sampled per group of links, as `<metric>.<group>`.
+LINK_METRICS = SAMPLED[:3]
+LINK_GROUPS = ("client_links", "server_links")
+
+
+def group_metric(metric: str, group: str) -> str:
+    """A link metric over one group of links only: network_latency_ms.client_links."""
+    return f"{metric}.{group}"
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """Find scenarios: scenario folders (scenario.yaml, or scenario.py with a *Scenario class), files named
-*.scenario.yaml, and the entry-point group `pytest_flopynet.scenarios` of other packages.
+*.scenario.yaml, the built-in scenarios shipped in the package, and the entry-point group
+`pytest_flopynet.scenarios` of other packages.
 
 A scenario that fails to load is reported with its path and reason; the others still load."""
 from __future__ import annotations
@@ -21,6 +22,20 @@ SCENARIO_SUFFIXES = (".scenario.yaml", ".scenario.yml", ".scenario.json")
 FOLDER_FILES = ("scenario.yaml", "scenario.yml", "scenario.json")
 CLASS_FILE = "scenario.py"
 ENTRY_POINT_GROUP = "pytest_flopynet.scenarios"
+
+
+def builtin_folder() -> Path:
+    """The built-in scenarios: shipped in the wheel as pytest_flopynet/builtin/ (pyproject.toml maps the
+    repository's scenarios/ there), read from scenarios/ itself in a source checkout."""
+    here = Path(__file__).resolve().parent
+    shipped = here / "builtin"
+    return shipped if shipped.is_dir() else here.parent / "scenarios"
+
+
+def scenario_folders(search: list[Path]) -> list[Path]:
+    """Where names are looked up: each search folder's scenarios/, then the built-in scenarios."""
+    folders = [d / "scenarios" for d in search if (d / "scenarios").is_dir()] + [builtin_folder()]
+    return list({f.resolve(): f for f in folders if f.is_dir()}.values())
 
 
 def is_scenario_file(path: Path) -> bool:
@@ -103,30 +118,37 @@ class Catalogue:
             self.scenarios.setdefault(scenario.config.name, scenario)
 
 
-def scenario_files(root: Path) -> list[Path]:
+def scenario_files(root: Path, unreadable: list[Path] | None = None) -> list[Path]:
     """Scenario files under a folder: scenario.yaml/.py in folders, and *.scenario.yaml anywhere
-    (a folder's scenario.py counts only when it has no scenario.yaml)."""
+    (a folder's scenario.py counts only when it has no scenario.yaml). Folders that cannot be read
+    are skipped and appended to `unreadable`."""
+    files: list[Path] = []
     if not root.is_dir():
-        return []
-    files = []
-    for path in sorted(root.rglob("*")):
-        if any(part.startswith((".", "__")) or part in ("reports", "node_modules") for part in
-               path.relative_to(root).parts):
-            continue
-        if path.is_file() and (is_scenario_file(path) or (path.name == CLASS_FILE and not any(
-                (path.parent / f).is_file() for f in FOLDER_FILES))):
-            files.append(path)
+        return files
+    skip = (".", "__")
+    for folder, dirs, names in os.walk(root, onerror=lambda e: unreadable is not None and unreadable.append(
+            Path(e.filename))):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(skip) and d not in ("reports", "node_modules"))
+        here = Path(folder)
+        has_file = any(n in FOLDER_FILES for n in names)
+        for name in sorted(names):
+            path = here / name
+            if is_scenario_file(path) or (name == CLASS_FILE and not has_file):
+                files.append(path)
     return files
 
 
-def discover(roots: list[Path], entry_points_too: bool = True) -> Catalogue:
+def discover(roots: list[Path], entry_points_too: bool = True, builtin: bool = True) -> Catalogue:
     """Every scenario under each root's scenarios/ folder (or the root itself when it has none), then
-    those other packages register; the first of a name wins."""
+    the built-in scenarios, then those other packages register; the first of a name wins. Files and
+    folders that cannot be read are errors with their path; the others still load."""
     catalogue = Catalogue()
-    for root in roots:
-        folder = root / "scenarios" if (root / "scenarios").is_dir() else root
-        for path in scenario_files(folder):
+    folders = [root / "scenarios" if (root / "scenarios").is_dir() else root for root in roots]
+    for folder in dict.fromkeys([f.resolve() for f in folders] + ([builtin_folder()] if builtin else [])):
+        unreadable: list[Path] = []
+        for path in scenario_files(folder, unreadable):
             catalogue.add(str(path), lambda path=path: load_source(path))
+        catalogue.errors += [(str(path), "permission denied: folder not readable") for path in unreadable]
     if entry_points_too:
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             catalogue.add(f"entry point {ep.name}", lambda ep=ep: _from_entry_point(ep))
@@ -135,15 +157,16 @@ def discover(roots: list[Path], entry_points_too: bool = True) -> Catalogue:
 
 def resolve_scenario(name_or_path: str | Path, search: list[Path]) -> Path:
     """The scenario file meant by a path (absolute or relative to a search folder) or a name found
-    as <folder>/scenarios/<name>/scenario.yaml or <folder>/scenarios/<name>.scenario.yaml, or as the
-    name of a scenario file anywhere under <folder>/scenarios/."""
+    as <folder>/<name>/scenario.yaml or <folder>/<name>.scenario.yaml, or as the name of a scenario
+    file anywhere under <folder>, for each folder of scenario_folders(search)."""
     tried: list[Path] = []
     given = Path(name_or_path)
     candidates = [given] if given.is_absolute() else [d / given for d in search]
     name = str(name_or_path)
-    for d in search:
-        candidates += [d / "scenarios" / name / f for f in (*FOLDER_FILES, CLASS_FILE)]
-        candidates += [d / "scenarios" / f"{name}{s}" for s in SCENARIO_SUFFIXES]
+    folders = scenario_folders(search)
+    for d in folders:
+        candidates += [d / name / f for f in (*FOLDER_FILES, CLASS_FILE)]
+        candidates += [d / f"{name}{s}" for s in SCENARIO_SUFFIXES]
     for c in candidates:
         if c.is_dir():
             candidates += [c / f for f in (*FOLDER_FILES, CLASS_FILE)]
@@ -151,11 +174,11 @@ def resolve_scenario(name_or_path: str | Path, search: list[Path]) -> Path:
         if c.is_file():
             return c
         tried.append(c)
-    for d in search if given.name == name else ():  # a CI-size variant beside its full size, by file name
-        for path in (d / "scenarios").rglob(f"{name}.scenario.*") if (d / "scenarios").is_dir() else ():
+    for d in folders if given.name == name else ():  # a CI-size variant beside its full size, by file name
+        for path in d.rglob(f"{name}.scenario.*"):
             if is_scenario_file(path):
                 return path
-    by_name = f" and scenarios/**/{name}.scenario.yaml" if given.name == name else ""
+    by_name = f" and {name}.scenario.yaml anywhere under them" if given.name == name else ""
     raise FlopynetError(f"no scenario {name!r}: looked for " + ", ".join(dict.fromkeys(str(t) for t in tried))
                         + by_name)
 

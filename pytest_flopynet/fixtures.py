@@ -95,6 +95,7 @@ def scenario(request, scenario_config, scenario_source, topology, controller, fl
     runner = make_scenario(request.config, request.node.nodeid, scenario_config, scenario_source,
                            topology=topology, controller=controller, cluster=fl_cluster)
     runner.raise_on_failure = True
+    runner.plot_gates = gates_for(request.config, scenario_config, request.node.iter_markers("gate"))
     return runner
 
 

@@ -46,6 +46,17 @@ class Topology:
         """Names of the links attached to a node."""
         return [self.graph.edges[node, nb]["link"].name for nb in self.graph.neighbors(node)]
 
+    def links_in(self, group: str) -> list[str]:
+        """The links a group keyword names (event targets and the monitor's per-group samples): all_links,
+        client_links (each client's own links), server_links (the server's)."""
+        if group == "all_links":
+            return list(self.links)
+        if group == "client_links":
+            return [name for c in self.clients for name in self.links_of(c)]
+        if group == "server_links":
+            return self.links_of(self.server)
+        raise KeyError(f"not a link group: {group!r}")
+
     def __repr__(self) -> str:
         return f"Topology({len(self.hosts)} hosts, {len(self.switches)} switches, {len(self.links)} links)"
 
@@ -101,6 +112,21 @@ class NetworkStats:
     bandwidth_utilization: float
     packet_loss: float
     links: dict[str, dict[str, Any]]
+
+    @classmethod
+    def of(cls, links: dict[str, dict[str, Any]]) -> NetworkStats:
+        """Means over per-link detail (latency_ms, loss, up, utilization): latency and loss over the links
+        that are up (all of them when none is: a cut reads as the links' own values), utilisation over all."""
+        up = [d for d in links.values() if d["up"]] or list(links.values())
+        return cls(latency_ms=sum(d["latency_ms"] for d in up) / len(up),
+                   bandwidth_utilization=sum(d["utilization"] for d in links.values()) / len(links),
+                   packet_loss=sum(d["loss"] for d in up) / len(up), links=links)
+
+    def over(self, names) -> NetworkStats | None:
+        """The same means over some of the links (a group, e.g. Topology.links_in('client_links')); None
+        if none of them is in the sample."""
+        links = {n: self.links[n] for n in dict.fromkeys(names) if n in self.links}
+        return NetworkStats.of(links) if links else None
 
 
 def check_names(topology: Topology, condition: Condition) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from . import fuzzing, hookspecs
-from .analysis.compare import format_table
 from .discovery import CLASS_FILE, FAMILIES, FOLDER_FILES, is_scenario_file, load_config, load_source, resolve_scenario
 from .errors import FlopynetError, ScenarioValidationError, UnavailableError
 from .settings import RunSettings, SettingError
+from .terminal import SummaryReporter, install_live_progress
 from .report import allure
 from .testrun import SUMMARY_ROW, finish, make_scenario, reports_root, run_settings, session, write_falsifying
 
@@ -38,6 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(SummaryReporter(config), "flopynet-summary")
+    install_live_progress(config)
     if allure.enabled(config):
         config.pluginmanager.register(allure.AllureSteps(), "flopynet-allure")
 
@@ -83,6 +84,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             _add_tags(item, _load_cached(resolve_scenario(marker.args[0], [item.path.parent, config.rootpath])).tags)
         except FlopynetError:
             pass  # the scenario fixture reports it when the test runs
+    if run_settings(config).size == "ci":
+        skip = pytest.mark.skip(reason="full-size scenario: opt in with --flopynet-size full (ini flopynet_size)")
+        for item in items:
+            if item.get_closest_marker("full_size"):
+                item.add_marker(skip)
 
 
 _CACHE: dict[Path, object] = {}
@@ -172,32 +178,3 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, 0, f"scenario {self.scenario.config.name}"
-
-
-class SummaryReporter:
-    """Gathers each scenario's row from its report (so rows reach the xdist controller too)."""
-
-    def __init__(self, config: pytest.Config):
-        self.config = config
-        self.rows: list[dict] = []
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        row = getattr(report, "flopynet", None)
-        if report.when == "call" and row is not None:
-            self.rows.append({**row, "outcome": report.outcome, "nodeid": report.nodeid})
-
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        if not self.rows:
-            return
-        tr = terminalreporter
-        tr.section("flopynet scenarios")
-        rows = sorted(self.rows, key=lambda r: r["nodeid"])
-        labels = [r["nodeid"].split("::", 1)[-1] for r in rows]
-        if len(set(labels)) < len(labels):  # same test name in two files: show whole ids
-            labels = [r["nodeid"] for r in rows]
-        extra = {label: {"scenario": r["scenario"], "state": r["state"],
-                         "gates": f"{r['gates_passed']}/{r['gates']}" if r["gates"] else "-", "outcome": r["outcome"]}
-                 for label, r in zip(labels, rows)}
-        for line in format_table(dict(zip(labels, rows)), extra, label="test"):
-            tr.write_line(line)
-        tr.write_line(f"reports: {reports_root(self.config)}")

@@ -9,8 +9,10 @@ then `run()`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -22,12 +24,14 @@ from .engine.clock import clock_for
 from .engine.orchestrator import Orchestrator, ScenarioExecution, StatusCallback, TimedCallback
 from .errors import FlopynetError, UnavailableError
 from .fl.cluster import FLCluster
-from .model import ScenarioConfig, ScenarioEvent, event_spec
+from .model import ScenarioConfig, ScenarioEvent, ScenarioState, ScenarioWarning, event_spec
 from .netmodel import Topology
 from .network import make_backend
 from .network.topology import build_topology
 from .report.exports import write_reports
 from .settings import RunSettings
+
+log = logging.getLogger("pytest_flopynet")  # a line per round and per event edge (INFO): --log-cli-level=INFO shows them
 
 
 def unmet_requirements(scenario: ScenarioConfig) -> str | None:
@@ -92,6 +96,7 @@ class Scenario:
         self.worker = worker  # the xdist worker running it: names machine resources of real backends
         self.backend_options = {**settings.backend_options(config), **(backend_options or {})}
         self.raise_on_failure = False  # the pytest fixture sets it: a failed run fails the test
+        self.plot_gates: list | None = None  # the gates drawn on the plots (None: the file's and the run's)
         self.orchestrator: Orchestrator | None = None
         self.result: ScenarioResult | None = None
         self._pending: list[str] = []  # cancel/pause/resume asked before the orchestrator exists
@@ -172,8 +177,8 @@ class Scenario:
         execution = ScenarioExecution(f"{config.name}-{self.seed}", config, self.seed, backend=self.backend)
         orchestrator = Orchestrator(execution, clock=clock, backend=backend, topology=self.topology,
                                     cluster=self.cluster, controller=self.controller, callbacks=self.callbacks,
-                                    status_callbacks=self.status_callbacks, on_event=self.on_event,
-                                    on_round_end=self.on_round_end)
+                                    status_callbacks=self.status_callbacks, on_event=self._log_event,
+                                    on_round_end=self._log_round)
         with self._control:
             self.orchestrator = orchestrator
             for action in self._pending:
@@ -181,11 +186,40 @@ class Scenario:
         clock.start()  # scenario time 0: the network is built
         self.orchestrator.run()
         self.result = ScenarioResult(config, execution, analyze_scenario(execution))
+        never = self.result.analysis["events_never_fired"]
+        if never and execution.state == ScenarioState.COMPLETED:
+            end = self.result.analysis["execution_summary"]["total_duration_seconds"]
+            warnings.warn_explicit(f"{config.name}: {never_fired_text(never)} (all rounds were done at scenario "
+                                   f"{end:.1f} s)", ScenarioWarning, filename=str(self.source or config.name), lineno=0,
+                                   module="pytest_flopynet.session")
         if self.reports_dir is not None:
-            write_reports(self.result, self.reports_dir)
+            gates = self.plot_gates if self.plot_gates is not None else self.settings.gates_for(config)
+            write_reports(self.result, self.reports_dir, x_axis=self.settings.plot_axis, gates=gates)
         if self.raise_on_failure and execution.error_message:
             raise ScenarioRunError(f"scenario {config.name!r} {execution.state}: {execution.error_message}")
         return self.result
+
+
+    def _log_round(self, round, metrics, execution) -> None:
+        fl = execution.config.fl_config
+        log.info("%s: round %d/%d  scenario %.1f s  accuracy %.4f  loss %.4f  %d clients%s", execution.config.name,
+                 round, fl.total_rounds, metrics.end_time, metrics.accuracy, metrics.loss, len(metrics.participants),
+                 f", {len(metrics.stragglers)} late or lost" if metrics.stragglers else "", extra={"kind": "round"})
+        if self.on_round_end is not None:
+            self.on_round_end(round=round, metrics=metrics, execution=execution)
+
+    def _log_event(self, event, phase, execution) -> None:
+        log.info("%s: %s %s on %s at scenario %.1f s", execution.config.name, event.event_type,
+                 "starts" if phase == "start" else "ends", event.target, self.orchestrator.clock.now(),
+                 extra={"kind": "event"})
+        if self.on_event is not None:
+            self.on_event(event=event, phase=phase, execution=execution)
+
+
+def never_fired_text(never: list[dict]) -> str:
+    """'2 events never fired: link_failure on s1-s2 at 300 s, ...'"""
+    listed = ", ".join(f"{e['event_type']} on {e['target']} at {e['trigger_time']:g} s" for e in never)
+    return f"{len(never)} event{'s' if len(never) > 1 else ''} never fired: {listed}"
 
 
 def run_scenario(config: ScenarioConfig, **options) -> ScenarioResult:

@@ -93,8 +93,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("data_dir", "folder holding local data sets (CIFAR, MNIST)", parse=Path, cli={}),
     Option("executor", EXECUTORS_HELP, "auto", choices=executor_names, cli={"default": "auto"}),
     Option("threads", "torch threads each test trains with (the same for every -n, so metrics are too)", "1", int,
-           cli={"type": int, "help": "torch threads (default: all cores; pytest uses 1 per test, and the same thread "
-                                     "count gives the same metrics)"}),
+           cli={"type": int, "default": 1, "help": "torch threads (default 1: more were slower on 2 and 16 cores, "
+                                                   "docs/measurements.md; metrics are identical for any count)"}),
+    Option("size", "largest scenarios to run: ci (default: full-size scenarios skip, saying so) or full (they run, "
+                   "each still skipping where the machine lacks its cores, memory or data)", "ci", choices=("ci", "full"),
+           cli=None),
+    Option("plot_axis", "x axis of the plots: time (scenario seconds) or rounds", "time", choices=("time", "rounds"),
+           cli={"default": "time"}),
     Option("time_scale", "real backends (netns, gns3): scenario seconds per real second (default 1)", parse=float,
            cli={"type": float, "help": "real backends: scenario seconds per real second (default 1)"}),
     Option("gns3_url", "GNS3 server for the gns3 backend (default: the scenario's gns3_template url, else "
@@ -119,6 +124,8 @@ class RunSettings:
     data_dir: Path | None = None
     executor: str = "auto"
     threads: int | None = None  # None: torch's default (all cores)
+    size: str = "ci"  # pytest: "ci" skips full-size scenarios
+    plot_axis: str = "time"
     time_scale: float | None = None
     gns3_url: str | None = None
     gns3_templates: str | None = None
@@ -188,6 +195,8 @@ class RunSettings:
     @staticmethod
     def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         for opt in OPTIONS:
+            if opt.cli is None:  # pytest only
+                continue
             keywords = {"help": opt.help, **opt.cli}
             if opt.choices:  # argparse says what is wrong, with the choices
                 keywords["choices"] = list(opt.choices() if callable(opt.choices) else opt.choices)
@@ -196,7 +205,7 @@ class RunSettings:
 
     @classmethod
     def from_cli(cls, args: argparse.Namespace) -> RunSettings:
-        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name) and f.name != "size"}
         values["reports"] = Path(args.reports) if args.reports else None
         values["data_dir"] = Path(args.data_dir) if args.data_dir else None
         values["gates"] = tuple(args.gate)

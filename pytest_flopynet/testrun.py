@@ -88,15 +88,18 @@ def finish(item: pytest.Item, runner) -> None:
         item.user_properties.append((f"flopynet.{key}", value))
     gates = gates_for(item.config, result.config, item.iter_markers("gate"))
     result.gate_outcomes = evaluate(gates, result.analysis)
-    for outcome in result.gate_outcomes:  # one JUnit property per gate: expression, actual value, verdict
-        actual = "not available" if outcome.actual is None else f"{outcome.actual:.6g}"
-        item.user_properties.append(("flopynet.gate", f"{outcome.gate}: actual {actual}, "
-                                                      f"{'pass' if outcome.passed else 'fail'}"))
+    verdicts = [f"{o.gate}: actual {'not available' if o.actual is None else f'{o.actual:.6g}'}, "
+                f"{'pass' if o.passed else 'fail'}" for o in result.gate_outcomes]
+    for verdict in verdicts:  # one JUnit property per gate: expression, actual value, verdict
+        item.user_properties.append(("flopynet.gate", verdict))
     if allure.enabled(item.config):
         allure.record(result, result.gate_outcomes)
     # the terminal summary's row: on the call phase's report (plugin.py), which xdist carries to its controller
     item.stash[SUMMARY_ROW] = {**headline(result.analysis), "gates_passed": sum(o.passed for o in result.gate_outcomes),
-                               "gates": len(result.gate_outcomes), "report": str(result.report_dir or "")}
+                               "gates": len(result.gate_outcomes),
+                               "gate_results": [(str(o.gate), o.actual, o.passed) for o in result.gate_outcomes],
+                               "events_never_fired": result.analysis["events_never_fired"],
+                               "report": str(result.report_dir or "")}
     if result.execution.error_message:
         raise ScenarioFailed(f"scenario {result.config.name!r} {result.state}: {result.execution.error_message}")
     if not all(o.passed for o in result.gate_outcomes):

@@ -74,3 +74,13 @@ def test_function_level_imports_are_the_few_that_keep_startup_light():
         ("fl", "fl.aggregation"),  # `pytest_flopynet.fl.aggregate` without torch at `import pytest_flopynet.fl`
         ("fl.client_conv", "fl.client_conv_triton"),  # Triton: CUDA builds of torch only
     }
+
+
+def test_the_wheel_lists_every_package_folder():
+    """pyproject.toml lists packages by hand (scenarios/ ships as pytest_flopynet.builtin), so a new
+    sub-package must be added there or it is missing from the wheel."""
+    import tomllib
+    tool = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert set(tool["packages"]) == folders | {"pytest_flopynet.builtin"}
+    assert tool["package-dir"] == {"pytest_flopynet.builtin": "scenarios"}

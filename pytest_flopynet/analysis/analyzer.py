@@ -120,4 +120,21 @@ def analyze_scenario(run, custom_analysis: Iterable[str] = ()) -> dict[str, Any]
         "policy_metrics": policy,
         "rounds": raw["rounds"],
         "events": raw["events"],
+        "events_never_fired": events_never_fired(execution),
     }
+
+
+def events_never_fired(execution) -> list[dict[str, Any]]:
+    """The scheduled events that did not start because the run ended first (all rounds done before
+    their trigger time): per event type and target, the earliest ones are those that fired."""
+    started: dict[tuple[str, str], int] = {}
+    for record in execution.metrics.events:
+        started[(record.event_type, record.target)] = started.get((record.event_type, record.target), 0) + 1
+    never = []
+    for event in sorted(execution.config.events, key=lambda e: e.trigger_time):
+        key = (str(event.event_type), event.target)
+        if started.get(key, 0) > 0:
+            started[key] -= 1
+        else:
+            never.append({"event_type": key[0], "target": event.target, "trigger_time": event.trigger_time})
+    return never

@@ -19,17 +19,31 @@ class GateOutcome:
         return f"[{'PASS' if self.passed else 'FAIL'}] {self.gate}  (actual: {actual})"
 
 
+_MISSING = object()
+
+
 def lookup(results: dict[str, Any], metric: str) -> Any:
     """Dotted path from the results root, else under execution_summary or custom_analysis."""
     for root in (results, results.get("execution_summary", {}), results.get("custom_analysis", {})):
-        node: Any = root
-        for part in metric.split("."):
-            if not isinstance(node, dict) or part not in node:
-                break
-            node = node[part]
-        else:
+        node = _walk(root, metric.split("."))
+        if node is not _MISSING:
             return node
     return None
+
+
+def _walk(node: Any, parts: list[str]) -> Any:
+    """The value at a dotted path; a key may hold dots itself (a link group's metric, as in
+    metrics_analysis.network_latency_ms.client_links.max), the longest key first."""
+    if not parts:
+        return node
+    if isinstance(node, dict):
+        for n in range(len(parts), 0, -1):
+            key = ".".join(parts[:n])
+            if key in node:
+                found = _walk(node[key], parts[n:])
+                if found is not _MISSING:
+                    return found
+    return _MISSING
 
 
 def evaluate(gates: Iterable[Gate], results: dict[str, Any]) -> list[GateOutcome]:

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from ..discovery import discover
+from ..errors import FlopynetError
 from ..fl import LOCAL_DATASETS
 from ..model import family, scenario_schema
 from . import EXIT_FAILED, EXIT_OK
@@ -29,7 +31,13 @@ def _needs(config) -> str:
 
 
 def cmd_list(args) -> int:
-    catalogue = discover([Path(args.path)])
+    roots = [Path(p) for p in args.paths] or [p for p in [Path("scenarios")] if p.is_dir()]
+    missing = [str(p) for p in roots if not p.is_dir()]
+    if missing:
+        raise FlopynetError(f"flopynet list: no such folder: {', '.join(missing)}")
+    with warnings.catch_warnings():  # a listing is not a validation: `flopynet validate` shows the warnings
+        warnings.simplefilter("ignore")
+        catalogue = discover(roots)
     rows = [("name", "family", "size", "backend", "needs", "source")]
     for name, scenario in sorted(catalogue.scenarios.items()):
         c = scenario.config
@@ -40,5 +48,6 @@ def cmd_list(args) -> int:
     for r in rows:
         print("  ".join(f"{cell:<{w}}" for cell, w in zip(r, widths)) + "  " + r[-1])
     for where, reason in catalogue.errors:
-        print(f"{where}: cannot load: {reason.splitlines()[0]}", file=sys.stderr)
+        reason = reason.splitlines()[0].removeprefix(f"{where}: ")
+        print(f"{where}: cannot load: {reason}", file=sys.stderr)
     return EXIT_FAILED if catalogue.errors else EXIT_OK

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..analysis.compare import compare_scenarios, format_table, headline
 from ..errors import FlopynetError
+from ..model import load_scenario, merge_gates
 from ..report.allure import generate_html
 from ..report.plots import plot_comparison, plot_run
 from . import EXIT_OK
@@ -50,7 +51,7 @@ def cmd_compare(args) -> int:
 def cmd_report(args) -> int:
     if args.allure:
         index = generate_html(Path(args.allure), Path(args.output))
-        print(f"HTML report: {index} (serve the folder over HTTP to view it, e.g. npx allure open {args.output})")
+        print(f"HTML report: {index} (one file: open it in a browser)")
         if not args.folders:
             return EXIT_OK
     if not args.folders:
@@ -60,7 +61,9 @@ def cmd_report(args) -> int:
         path, results = _read_results(str(folder))
         metrics_path = path.with_name("metrics.json")
         samples = json.loads(metrics_path.read_text(encoding="utf-8"))["samples"] if metrics_path.is_file() else {}
-        written = plot_run(results, samples, path.parent)
+        scenario = path.with_name("scenario.yaml")
+        own = load_scenario(scenario).gates if scenario.is_file() else []
+        written = plot_run(results, samples, path.parent, x_axis=args.plot_axis, gates=merge_gates(own, args.gate))
         rows[str(path.parent)] = headline(results)
         print(f"{path.parent}: " + ", ".join(written))
     print("\n".join(format_table(rows, label="report")))

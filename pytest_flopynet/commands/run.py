@@ -1,6 +1,7 @@
 """flopynet run: one scenario from the command line, with a progress bar and its gates."""
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -10,30 +11,59 @@ from ..analysis.gates import evaluate, failure_message
 from ..discovery import find_scenario
 from ..errors import FlopynetError, UnavailableError
 from ..report.exports import folder_name
-from ..session import Scenario
+from ..session import Scenario, log
 from ..settings import RunSettings
 from . import EXIT_FAILED, EXIT_OK
 
 
 class Progress:
-    """A progress bar of rounds and scenario time on stderr: redrawn in place on a terminal, one line
-    per round in a log."""
+    """What `flopynet run` shows while it runs, on stderr: on a terminal a rich progress bar (rounds,
+    scenario time, accuracy) with event lines above it; in a log the package's INFO lines (session.log),
+    one per round and event edge; nothing under -q."""
 
-    def __init__(self, config, stream=sys.stderr):
+    def __init__(self, config, quiet: bool = False, stream=sys.stderr):
         self.total, self.end = config.fl_config.total_rounds, config.duration_minutes * 60
-        self.stream, self.tty = stream, stream.isatty()
+        self.bar = None
+        if quiet:
+            return
+        if stream.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+            self.bar = Bar(TextColumn("round"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
+                           TimeElapsedColumn(), console=Console(file=stream))
+            self.task = self.bar.add_task("rounds", total=self.total, status="")
+            self.bar.start()
+            handler = _AboveTheBar(self.bar.console)
+        else:
+            handler = logging.StreamHandler(stream)
+        self.handler = handler
+        handler.setLevel(logging.INFO)
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
 
     def __call__(self, round, metrics, execution) -> None:
-        done = round / self.total
-        bar = "#" * int(done * 24)
-        line = (f"[{bar:<24}] round {round}/{self.total}  scenario {metrics.end_time:7.1f} s / {self.end:g} s  "
-                f"accuracy {metrics.accuracy:.4f}")
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
-        self.stream.flush()
+        if self.bar is not None:
+            self.bar.update(self.task, completed=round, status=f"scenario {metrics.end_time:.1f} s / {self.end:g} s  "
+                                                               f"accuracy {metrics.accuracy:.4f}")
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
+        if self.bar is not None:
+            self.bar.stop()
+        if hasattr(self, "handler"):
+            log.removeHandler(self.handler)
+
+
+class _AboveTheBar(logging.Handler):
+    """Event lines printed above the progress bar (rounds are the bar itself)."""
+
+    def __init__(self, console):
+        super().__init__(logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "kind", None) != "round":
+            self.console.print(record.getMessage(), highlight=False)
 
 
 def cmd_run(args) -> int:
@@ -46,7 +76,7 @@ def cmd_run(args) -> int:
     seed = settings.seed_for(config)
     reports = settings.reports / folder_name(f"{config.name}-seed{seed}") if settings.reports else None
     runner = Scenario(config, settings=settings, source=found.source, reports_dir=reports)
-    progress = None if args.quiet else Progress(config)
+    progress = Progress(config, args.quiet)
     runner.on_round_end = progress
     wall = time.perf_counter()
     try:
@@ -59,8 +89,7 @@ def cmd_run(args) -> int:
         raise UnavailableError(f"{exc}; its CI-size variant runs here: flopynet run {ci.config.name}"
                                if ci else str(exc)) from None
     finally:
-        if progress:
-            progress.close()
+        progress.close()
     wall = time.perf_counter() - wall
     if args.json:  # before anything is printed: a closed standard output (| head) cannot lose it
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

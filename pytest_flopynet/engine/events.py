@@ -34,17 +34,16 @@ class EventContext:
     controller: Controller
     clock: Clock
     seed: int
+    changed: Callable[[], None] = lambda: None  # a running event changed the network again: sample it
 
 
 def target_links(event: ScenarioEvent, ctx: EventContext, index: int) -> tuple[str, ...]:
     """The links an event's target names, narrowed to a seeded affected_percentage subset."""
     topo, target = ctx.topology, event.target
-    if target == "all_links":
-        links = list(topo.links)
-    elif target == "client_links":
-        links = [name for c in topo.clients for name in topo.links_of(c)]
-    elif target in ("server_links", "fl_server"):
-        links = topo.links_of(topo.server)
+    if target in ("all_links", "client_links", "server_links"):
+        links = topo.links_in(target)
+    elif target == "fl_server":
+        links = topo.links_in("server_links")
     elif target == "client_group":
         links = [name for c in event_clients(event) for name in topo.links_of(c)]
     elif target in topo.links:
@@ -90,11 +89,13 @@ def packet_loss(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
     def start_burst() -> None:
         state["handle"] = ctx.backend.apply(Condition(links, loss=bad_loss))
         state["entry"] = sched.at(ctx.clock.now() + burst, end_burst, "loss burst end")
+        ctx.changed()
 
     def end_burst() -> None:
         ctx.backend.revert(state.pop("handle"))
         state["handle"] = None
         state["entry"] = sched.at(ctx.clock.now() + rng.expovariate(1 / mean_gap), start_burst, "loss burst")
+        ctx.changed()
 
     def undo() -> None:
         state["entry"].cancel()

@@ -2,7 +2,9 @@
 
 A round: select clients among the available and reachable ones; download the model along routed
 paths; local training (compute time from the device profile); upload; aggregate; evaluate. Events
-and monitor samples fire from the scheduler at their exact times, including mid-transfer.
+and monitor samples fire from the scheduler at their exact times, including mid-transfer. Besides
+the monitor's period, the network is sampled at every round's start and end and just after every
+event starts or ends, so a short run's samples still show its events.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..collector import Collector, EventRecord, RoundRecord
+from ..collector import LINK_GROUPS, LINK_METRICS, Collector, EventRecord, RoundRecord, group_metric
 from ..errors import FlopynetError, UnavailableError
 from ..controller import Controller
 from ..fl.cluster import FLCluster
@@ -71,6 +73,9 @@ class Orchestrator:
         self._cancel = threading.Event()
         self._resume = threading.Event()
         self._resume.set()
+        self._sampled_at: float | None = None  # the time of the last sample: one per instant
+        self._sample_due: float | None = None  # the time of the pending sample an event asked for
+        self._link_groups = {g: topology.links_in(g) for g in LINK_GROUPS}
 
     # -- control ------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -113,7 +118,7 @@ class Orchestrator:
 
     def _schedule(self) -> None:
         ctx = EventContext(self.backend, self.topology, self.cluster, self.policy, self.controller, self.clock,
-                           self.execution.seed)
+                           self.execution.seed, changed=self._request_sample)
         for event in self.events:  # clients that join later are away until then
             if event.event_type == EventType.CLIENT_JOIN:
                 for c in event_clients(event):
@@ -131,12 +136,14 @@ class Orchestrator:
         record = EventRecord(str(event.event_type), event.target, now, description=event.description)
         self.execution.metrics.events.append(record)
         self.execution.events_triggered.append(f"{event.event_type}@{now:g}")
+        self._request_sample()
         self._notify_event(event, "start")
         duration = event_duration(event)
         if duration is not None:
             def end() -> None:
                 undo()
                 record.end_time = self.clock.now()
+                self._request_sample()
                 self._notify_event(event, "end")
             # at its nominal time: on a wall clock the start may fire a little late, the end stays put
             self.clock.scheduler.at(max(event.trigger_time + duration, now), end, f"{event.event_type} end")
@@ -155,16 +162,37 @@ class Orchestrator:
         with the scenario's nominal duration."""
         interval = self.execution.metrics.monitor_interval
         if k * interval <= self.config.duration_seconds:
-            self.clock.scheduler.at(k * interval, lambda: self._sample(k), "monitor", priority=1)
+            self.clock.scheduler.at(k * interval, lambda: self._periodic_sample(k), "monitor", priority=1)
 
-    def _sample(self, k: int) -> None:
+    def _periodic_sample(self, k: int) -> None:
         self._schedule_sample(k + 1)
+        self._sample()
+
+    def _request_sample(self) -> None:
+        """A sample at this instant once everything due now has run (priority 1): two events starting
+        together give one sample that shows both."""
+        now = self.clock.now()
+        if self._sample_due != now:
+            self._sample_due = now
+            self.clock.scheduler.at(now, self._sample, "sample", priority=1)
+
+    def _sample(self) -> None:
+        """Sample the network now, unless this instant already has its sample (the backend's
+        utilisation is averaged since its previous sample: a second one would read an empty window)."""
+        now = self.clock.now()
+        if self._sampled_at == now:
+            return
+        self._sampled_at = now
         stats = self.backend.stats()
         violations, security_events = self.policy.take_counts()
-        self.execution.metrics.sample(self.clock.now(), {
-            "network_latency_ms": stats.latency_ms,
-            "network_bandwidth_utilization": stats.bandwidth_utilization,
-            "network_packet_loss": stats.packet_loss,
+        values = {}
+        for group, part in [(None, stats), *((g, stats.over(links)) for g, links in self._link_groups.items())]:
+            if part is not None:  # over all links, then over each group of links
+                means = (part.latency_ms, part.bandwidth_utilization, part.packet_loss)
+                values.update({m if group is None else group_metric(m, group): v
+                               for m, v in zip(LINK_METRICS, means, strict=True)})
+        self.execution.metrics.sample(now, {
+            **values,
             "fl_active_clients": len(self._reachable_clients()),
             "policy_violations": violations,
             "security_events": security_events,
@@ -202,6 +230,7 @@ class Orchestrator:
     def _round(self, rnd: int, candidates: list[str], start: float, end: float) -> bool:
         """One FL round; False if the scenario ended before the round could finish."""
         fl, cluster, server = self.config.fl_config, self.cluster, self.topology.server
+        self._sample()
         deadline = min(start + fl.round_timeout_seconds, end) if fl.round_timeout_seconds else end
         selected = cluster.select(candidates, fl.clients_per_round, rnd)
         generation = {c: cluster.clients[c].generation for c in selected}
@@ -246,6 +275,7 @@ class Orchestrator:
                              rejected=by_client_number(set(returned) - {u.client for u in accepted}),
                              aggregated=aggregated)
         self.execution.metrics.record_round(record)
+        self._sample()
         self.execution.current_round = rnd
         if self.on_round_end is not None:
             self.on_round_end(round=rnd, metrics=record, execution=self.execution)

@@ -473,9 +473,7 @@ class GNS3Network:
             per_link[name] = {"latency_ms": float(state.filters.get("delay", [0])[0]), "bandwidth_mbps": link.bw_mbps,
                               "loss": state.filters.get("packet_loss", [0])[0] / 100.0, "up": not state.suspend,
                               "utilization": 0.0}
-        up = [d for d in per_link.values() if d["up"]] or list(per_link.values())
-        return NetworkStats(latency_ms=sum(d["latency_ms"] for d in up) / len(up), bandwidth_utilization=0.0,
-                            packet_loss=sum(d["loss"] for d in up) / len(up), links=per_link)
+        return NetworkStats.of(per_link)
 
     def start(self) -> None:
         """Start every node of the project; a server that cannot is an UnavailableError with its reason."""

@@ -330,7 +330,4 @@ class NetnsNetwork:
             per_link[name] = {"latency_ms": state.delay_ms if netem else self.rtt_ms / 2,
                               "bandwidth_mbps": state.bw_mbps, "loss": state.loss, "up": state.up,
                               "utilization": min(util, 1.0)}
-        up = [d for d in per_link.values() if d["up"]] or list(per_link.values())
-        return NetworkStats(latency_ms=sum(d["latency_ms"] for d in up) / len(up),
-                            bandwidth_utilization=sum(d["utilization"] for d in per_link.values()) / len(per_link),
-                            packet_loss=sum(d["loss"] for d in up) / len(up), links=per_link)
+        return NetworkStats.of(per_link)

@@ -124,13 +124,7 @@ class SimNetwork:
                               "up": state.up, "utilization": util}
         self._carried, self._could_carry, self._sampled_at = {}, {}, now
         self.controller.link_utilization = {name: d["utilization"] for name, d in per_link.items()}
-        up = [d for d in per_link.values() if d["up"]] or list(per_link.values())
-        return NetworkStats(
-            latency_ms=sum(d["latency_ms"] for d in up) / len(up),
-            bandwidth_utilization=sum(d["utilization"] for d in per_link.values()) / len(per_link),
-            packet_loss=sum(d["loss"] for d in up) / len(up),
-            links=per_link,
-        )
+        return NetworkStats.of(per_link)
 
     def _load(self) -> dict[Hop, float]:
         """Bytes/s each link direction carries at this instant (FL and background flows)."""

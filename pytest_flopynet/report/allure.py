@@ -99,16 +99,23 @@ def find_cli(search: Path | None = None) -> str | None:
 
 
 def generate_html(results: Path, output: Path, name: str = "flopynet scenarios") -> Path:
-    """An HTML report of an --alluredir folder, made by Allure 3 (Node.js; no Java)."""
+    """An HTML report of an --alluredir folder, made by Allure 3 (Node.js; no Java) as one self-contained
+    index.html that opens from disk (file://), no web server needed."""
+    import json
     import subprocess
+    import tempfile
 
     if not results.is_dir() or not any(results.glob("*-result.json")):
         raise FlopynetError(f"{results}: no Allure results here (run pytest with --alluredir {results})")
     cli = find_cli()
     if cli is None:
         raise UnavailableError(f"Allure 3 not found: {INSTALL_HINT}")
-    proc = subprocess.run([cli, "generate", str(results), "--output", str(output), "--report-name", name],
-                          capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "allurerc.json"  # Allure 3 takes its awesome plugin's singleFile from a config file
+        config.write_text(json.dumps({"name": name, "plugins": {"awesome": {"options": {"singleFile": True,
+                                                                                      "reportName": name}}}}))
+        proc = subprocess.run([cli, "generate", str(results), "--config", str(config), "--output", str(output)],
+                              capture_output=True, text=True)
     if proc.returncode != 0 or not (output / "index.html").is_file():
         raise FlopynetError(f"allure generate failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
     return output / "index.html"

@@ -27,9 +27,10 @@ def _shareable(config):
     return config
 
 
-def write_reports(result, folder: Path) -> list[str]:
+def write_reports(result, folder: Path, *, x_axis: str = "time", gates=None) -> list[str]:
     """analysis.json, metrics.json, metrics.csv (export_data), the resolved scenario.yaml, and the
-    PNG plots when the scenario's analysis_config.generate_plots is set."""
+    PNG plots when the scenario's analysis_config.generate_plots is set (x_axis "time" or "rounds"; the
+    gates drawn on them: the scenario file's unless given)."""
     folder.mkdir(parents=True, exist_ok=True)
     metrics = result.execution.metrics
     files = {"scenario.yaml": dumps(_shareable(result.config)),
@@ -39,7 +40,8 @@ def write_reports(result, folder: Path) -> list[str]:
     plots = []
     if result.config.analysis_config.generate_plots:
         from .plots import plot_run  # matplotlib loads only when a scenario asks for plots
-        plots = plot_run(result.analysis, metrics.to_dict()["samples"], folder)
+        plots = plot_run(result.analysis, metrics.to_dict()["samples"], folder, x_axis=x_axis,
+                         gates=result.config.gates if gates is None else gates)
     result.analysis["export_files"] = ["analysis.json", *files, *plots]
     files["analysis.json"] = result.to_json()
     for name, text in files.items():

@@ -77,6 +77,15 @@ def test_gates_reach_into_the_custom_analyses():
     assert [(o.actual, o.passed) for o in outcomes] == [(pytest.approx(0.2), False), (0.81, True)]
 
 
+def test_gates_reach_a_link_groups_metric_whose_name_holds_a_dot():
+    results = {"metrics_analysis": {"network_latency_ms": {"max": 35.0},
+                                    "network_latency_ms.server_links": {"max": 20.0}}}
+    outcomes = evaluate(merge_gates(["metrics_analysis.network_latency_ms.server_links.max <= 25",
+                                     "metrics_analysis.network_latency_ms.max <= 25",
+                                     "metrics_analysis.network_latency_ms.client_links.max <= 25"]), results)
+    assert [(o.actual, o.passed) for o in outcomes] == [(20.0, True), (35.0, False), (None, False)]
+
+
 def test_only_named_analyses_run_and_unknown_names_are_errors(tiny_config):
     from pytest_flopynet import ScenarioValidationError, run_scenario, validate
     config = tiny_config()

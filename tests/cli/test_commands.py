@@ -137,3 +137,51 @@ def test_the_results_file_survives_a_closed_standard_output(tiny_config, tmp_pat
     proc.wait(timeout=300)
     assert "Traceback" not in proc.stderr.read().decode()
     assert json.loads(out.read_text())["execution_summary"]["fl_rounds_completed"] == 3
+
+
+def test_flopynet_list_searches_the_package_and_the_given_folders_and_names_what_it_cannot_read(tiny_config):
+    """From a folder that is not a project, `list` shows the built-in scenarios only; given folders add
+    theirs; a folder or file it cannot read is named on stderr and the rest still list. Root reads
+    everything, so the command then runs as the unprivileged user nobody."""
+    import os
+    import shutil
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="flopynet-list-"))
+    try:
+        (base / "empty").mkdir()
+        (base / "walked" / "deep").mkdir(parents=True)
+        save_scenario(tiny_config(), base / "walked" / "deep" / "mine.scenario.yaml")
+        save_scenario(tiny_config(), base / "walked" / "secret.scenario.yaml")
+        (base / "walked" / "locked").mkdir()
+        for path in (base / "walked" / "secret.scenario.yaml", base / "walked" / "locked"):
+            path.chmod(0)
+        for path in [base, *base.rglob("*")]:
+            if path.name not in ("secret.scenario.yaml", "locked"):
+                path.chmod(0o755 if path.is_dir() else 0o644)
+        as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+        if as_user and not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: cannot make a file unreadable")
+
+        def flopynet_list(*paths):
+            return subprocess.run([*as_user, sys.executable, "-m", "pytest_flopynet.cli", "list", *paths],
+                                  cwd=base / "empty", capture_output=True, text=True, timeout=120)
+
+        alone = flopynet_list()
+        assert alone.returncode == 0, alone.stderr
+        names = [line.split()[0] for line in alone.stdout.splitlines()[1:]]
+        assert {"quickstart", "basic_fl_training_ci", "network_instability_ci", "adversarial_attacks_ci",
+                "custom_edge_scenario_ci"} <= set(names) and tiny_config().name not in names
+        given = flopynet_list(str(base / "walked"))
+        assert given.returncode == 1  # something could not be read
+        mine = [line for line in given.stdout.splitlines() if line.startswith(tiny_config().name + " ")]
+        assert len(mine) == 1 and mine[0].endswith(str(base / "walked" / "deep" / "mine.scenario.yaml"))
+        assert "quickstart" in given.stdout
+        assert sorted(given.stderr.splitlines()) == [
+            f"{base / 'walked' / 'locked'}: cannot load: permission denied: folder not readable",
+            f"{base / 'walked' / 'secret.scenario.yaml'}: cannot load: (top level): cannot read the file: Permission denied"]
+        missing = flopynet_list(str(base / "nowhere"))
+        assert (missing.returncode, missing.stderr.strip()) == (2, f"flopynet list: no such folder: {base / 'nowhere'}")
+    finally:
+        for path in base.rglob("*"):
+            path.chmod(0o755)
+        shutil.rmtree(base)

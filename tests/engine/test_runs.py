@@ -52,7 +52,11 @@ def test_a_30_minute_scenario_reports_scenario_time(tiny_config):
     round_time = 2 * (1.5 * 0.040 + 10 * nbytes / C(0.025) + 0.020)
     assert summary["fl_rounds_completed"] == int(1800 // round_time)
     times, _ = result.metrics.series("network_latency_ms")
-    assert times == [10.0 * k for k in range(181)]  # sampled every 10 s of scenario time, 0..1800
+    # sampled every 10 s of scenario time, 0..1800, and at every round's start and end, once per instant
+    boundaries = {t for r in result.rounds for t in (r["start_time"], r["end_time"])}
+    assert times == sorted({10.0 * k for k in range(181)} | boundaries)
+    # round k + 1 starts as round k ends, and round 1 starts with the periodic sample at 0: one more per round
+    assert len(times) == 181 + summary["fl_rounds_completed"]
 
 
 def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path):
@@ -141,6 +145,28 @@ def test_a_sample_at_an_events_start_or_end_sees_the_state_after_it(tiny_config)
         "network_latency_increase", 100, "all_links", {"latency_increase_ms": 40}, duration=100)])
     latency = dict(zip(*run_scenario(config, seed=0).metrics.series("network_latency_ms")))
     assert (latency[90.0], latency[100.0], latency[190.0], latency[200.0]) == (10.0, 50.0, 50.0, 10.0)
+
+
+def test_samples_at_round_boundaries_and_event_edges_per_link_group(tiny_config):
+    """A run of a fraction of a second, far below the 10 s monitor period: still sampled where things change."""
+    config = tiny_config(fl={"total_rounds": 5}, events=[
+        ScenarioEvent("network_latency_increase", 0.15, "server_links", {"latency_increase_ms": 40}, duration=0.1),
+        ScenarioEvent("network_latency_increase", 0.15, "client_links", {"latency_increase_ms": 20}, duration=0.05)])
+    result = run_scenario(config, seed=0)
+    assert result.rounds_completed == 5 and result.rounds[-1]["end_time"] > 0.25  # both events end within the run
+    boundaries = {t for r in result.rounds for t in (r["start_time"], r["end_time"])}
+    times, latency = result.metrics.series("network_latency_ms")
+    assert times == sorted(boundaries | {0.15, 0.2, 0.25})  # one sample per instant, two events at 0.15 included
+    # a star of 4 hosts: 1 server link and 3 client links of 5 ms each
+    server = dict(zip(*result.metrics.series("network_latency_ms.server_links")))
+    client = dict(zip(*result.metrics.series("network_latency_ms.client_links")))
+    mean = dict(zip(times, latency))
+    assert (server[0.15], client[0.15], mean[0.15]) == (45.0, 25.0, (45 + 3 * 25) / 4)  # after both events started
+    assert (server[0.2], client[0.2], mean[0.2]) == (45.0, 5.0, (45 + 3 * 5) / 4)
+    assert (server[0.25], client[0.25], mean[0.25]) == (5.0, 5.0, 5.0)
+    assert set(result.metrics.samples) >= {f"{m}.{g}" for g in ("client_links", "server_links") for m in (
+        "network_latency_ms", "network_bandwidth_utilization", "network_packet_loss")}
+    assert run_scenario(config, seed=0).metrics.samples == result.metrics.samples
 
 
 @pytest.mark.parametrize("timeout", [None, 30.0])

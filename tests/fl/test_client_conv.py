@@ -15,7 +15,10 @@ from pytest_flopynet.fl.client_conv import (AutocastConv2d, ClientConv2d, autoca
                                            client_convolutions)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the test extra has it)")
+NO_TRITON = "triton is not installed (the kernels extra has it: pip install -e '.[kernels]')"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason=NO_TRITON)
 def test_the_triton_kernels_equal_grouped_convolutions():
     """In a subprocess with TRITON_INTERPRET=1 (Triton reads it when the kernels are defined), every
     autotuning configuration, packed or not: odd sizes that leave partial tiles, in-channels below,
@@ -48,7 +51,7 @@ def test_the_triton_kernels_equal_grouped_convolutions():
     assert "kernels agree in 68 runs" in run.stdout  # 4 shapes x (9 + 8) configurations
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the test extra has it)")
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason=NO_TRITON)
 def test_autotuning_tries_only_blocks_a_layer_can_fill():
     """The seed's first layer (3 in-channels, 64 out) and its last (128 in, 256 out): a K block above
     the in-channels (rounded up to a power of two, at least 16; 9 x in-channels for a packed tile)
@@ -69,7 +72,7 @@ def test_autotuning_tries_only_blocks_a_layer_can_fill():
         assert sum(exact.kwargs.values()) == min(sum(c.kwargs.values()) for c in last)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed (the test extra has it)")
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason=NO_TRITON)
 @pytest.mark.filterwarnings("ignore:TRITON_DEFAULT_FP_FUSION is unset")  # Triton 3.9 announcing 3.10's default
 def test_every_autotuning_configuration_compiles_for_an_h100():
     """Without a GPU: Triton's own compiler and its bundled ptxas build each bfloat16 configuration

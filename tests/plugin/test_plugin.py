@@ -40,12 +40,12 @@ def project(pytester):
 def test_scenario_files_are_collected_and_run(project):
     scenario_file(project, "scenarios/basic/scenario.yaml", name="basic", gates="['final_accuracy >= 0.5']")
     scenario_file(project, "more/edge.scenario.yaml", name="edge")
-    result = project.runpytest_subprocess("-v")
+    result = project.runpytest_subprocess("-v", "-p", "no:flopynet-live")  # -v's PASSED on the test's own line
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*more/edge.scenario.yaml::edge PASSED*",
                                  "*scenarios/basic/scenario.yaml::basic PASSED*",
-                                 "*flopynet scenarios*", "test * rounds  final acc*gates  outcome",
-                                 "basic * 3 * basic  completed    1/1   passed"])
+                                 "*flopynet scenarios*", "test * rounds * final acc * gates: target  actual  verdict * outcome",
+                                 "basic * 3 * final_accuracy >= 0.5 * pass * passed"])
     assert (project.path / "reports" / "scenarios_basic_scenario.yaml_basic" / "analysis.json").is_file()
 
 

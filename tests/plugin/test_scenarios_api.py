@@ -62,7 +62,7 @@ def project(tmp_path):
 
 
 def test_discovery_finds_folders_files_and_classes_and_reports_what_fails(project):
-    catalogue = discover([project], entry_points_too=False)
+    catalogue = discover([project], entry_points_too=False, builtin=False)
     assert sorted(catalogue.scenarios) == ["a", "a_ci", "slow_link"]
     (where, reason), = catalogue.errors
     assert where == str(project / "scenarios" / "broken" / "scenario.yaml")
@@ -76,7 +76,7 @@ def test_a_broken_scenario_py_is_reported_with_its_reason(project):
     (project / "scenarios" / "bad" / "scenario.py").write_text("import no_such_module_here\n")
     (project / "scenarios" / "empty").mkdir()
     (project / "scenarios" / "empty" / "scenario.py").write_text("class Helper: pass\n")
-    errors = dict(discover([project], entry_points_too=False).errors)
+    errors = dict(discover([project], entry_points_too=False, builtin=False).errors)
     assert "ModuleNotFoundError: No module named 'no_such_module_here'" in errors[
         str(project / "scenarios" / "bad" / "scenario.py")]
     assert "no class whose name ends in 'Scenario'" in errors[str(project / "scenarios" / "empty" / "scenario.py")]

@@ -31,10 +31,11 @@ def test_every_option_is_a_pytest_option_an_ini_key_and_a_command_line_flag(pyte
     parser = argparse.ArgumentParser()
     RunSettings.add_cli_arguments(parser)
     flags = {a.dest for a in parser._actions}
+    assert [opt.name for opt in OPTIONS if opt.cli is None] == ["size"]  # flopynet run's --size picks a variant
     for opt in OPTIONS:  # pytest raises ValueError for an option or ini key it does not know
         pytestconfig.getoption(f"flopynet_{opt.name}")
         pytestconfig.getini(f"flopynet_{opt.name}")
-        assert opt.name in flags
+        assert (opt.name in flags) == (opt.cli is not None)  # cli None: a pytest-only option
     args = parser.parse_args(["--seed", "3", "--executor", "sequential", "--reports", "", "--gate", "a >= 1"])
     settings = RunSettings.from_cli(args)
     assert (settings.seed, settings.seed_overrides_file, settings.executor, settings.reports, settings.gates) == \

@@ -1,5 +1,6 @@
-"""The run plots: which files are written, that they hold a drawing, are deterministic, and that the event
-windows are drawn at the event times on every plot."""
+"""The run plots: which files are written, that they hold a drawing, are deterministic, that the event
+windows are drawn at the event times on every plot, and what the rounds axis, gate lines, participation
+chart, link groups and traffic panel show, on hand-made data whose right answers are worked out here."""
 from __future__ import annotations
 
 import copy
@@ -63,7 +64,7 @@ def event_artists(fig, gid: str) -> list:
 
 def test_plot_run_writes_every_plot_as_a_drawn_png(tmp_path):
     written = plots.plot_run(make_results(), make_samples(), tmp_path)
-    assert written == ["accuracy_loss.png", "network.png", "rounds.png", "trust.png"]
+    assert written == ["accuracy_loss.png", "network.png", "participation.png", "rounds.png", "trust.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == written
     for name in written:
         data = (tmp_path / name).read_bytes()
@@ -80,7 +81,8 @@ def test_plot_run_writes_every_plot_as_a_drawn_png(tmp_path):
 
 def test_trust_plot_only_with_a_trust_history(tmp_path):
     results = make_results(trust=False)
-    assert plots.plot_run(results, make_samples(), tmp_path) == ["accuracy_loss.png", "network.png", "rounds.png"]
+    assert plots.plot_run(results, make_samples(), tmp_path) == ["accuracy_loss.png", "network.png",
+                                                                 "participation.png", "rounds.png"]
     assert not (tmp_path / "trust.png").exists()
     results["policy_metrics"] = {"active_policy": "permissive", "trust_history": []}
     assert "trust.png" not in plots.plot_run(results, make_samples(), tmp_path / "empty")
@@ -88,7 +90,7 @@ def test_trust_plot_only_with_a_trust_history(tmp_path):
 
 def test_only_plots_with_data_are_written(tmp_path):
     assert plots.plot_run(make_results(), {}, tmp_path / "no-samples") == [
-        "accuracy_loss.png", "rounds.png", "trust.png"]
+        "accuracy_loss.png", "participation.png", "rounds.png", "trust.png"]
     results = make_results(trust=False)
     results["rounds"] = []
     assert plots.plot_run(results, make_samples(), tmp_path / "no-rounds") == ["network.png"]
@@ -117,10 +119,10 @@ def test_different_data_gives_a_different_image(tmp_path):
 
 def test_event_window_is_shaded_at_its_times_on_every_panel():
     figures = plots.build_figures(make_results(), make_samples())
-    assert set(figures) == {"accuracy_loss.png", "network.png", "rounds.png", "trust.png"}
+    assert set(figures) == {"accuracy_loss.png", "network.png", "participation.png", "rounds.png", "trust.png"}
     for name, fig in figures.items():
         spans = event_artists(fig, "event-1")
-        # one span per panel: 2 for accuracy/loss and rounds, 3 for network, 1 for trust
+        # one span per panel: 2 for accuracy/loss, 3 for rounds and network, 1 for participation and trust
         assert len(spans) == len(fig.axes), name
         for span in spans:
             assert isinstance(span, Rectangle)
@@ -167,7 +169,7 @@ def test_panels_have_units_and_the_rounds_plot_stacks_participation():
     assert packet_loss.get_ylabel().endswith("(%)")
     assert max(util.lines[0].get_ydata()) == pytest.approx(14.0)  # fractions drawn as percent
     assert max(packet_loss.lines[0].get_ydata()) == pytest.approx(2.0)
-    duration, participation = figures["rounds.png"].axes
+    duration, participation, _ = figures["rounds.png"].axes
     assert duration.get_ylabel() == "Round duration (s)"
     bars = [p for p in participation.patches if isinstance(p, Rectangle) and p.get_gid() is None]
     heights = {}
@@ -198,3 +200,149 @@ def test_plot_comparison_overlays_one_line_per_run(tmp_path):
     # the event both runs share is shaded
     assert [a.get_bbox().x0 for a in event_artists(fig, "event-1")] == [100.0, 100.0]
     assert "handmade" in fig.get_suptitle()
+
+
+def test_the_rounds_axis_puts_round_i_between_i_minus_1_and_i():
+    figures = plots.build_figures(make_results(), make_samples(), x_axis="rounds")
+    acc = figures["accuracy_loss.png"].axes[0]
+    assert list(acc.lines[0].get_xdata()) == [float(i) for i in range(1, 11)]  # after round i: at i
+    assert figures["accuracy_loss.png"].axes[-1].get_xlabel() == plots.ROUNDS_LABEL
+    for name, fig in figures.items():
+        # 100..160 s: 10 s into round 4 (90..120 s) to 10 s into round 6 (150..180 s), rounds of 30 s
+        for span in event_artists(fig, "event-1"):
+            assert (span.get_bbox().x0, span.get_bbox().x1) == pytest.approx((3 + 1 / 3, 5 + 1 / 3)), name
+    latency = figures["network.png"].axes[0]
+    assert list(latency.lines[0].get_xdata()) == pytest.approx([k / 3 for k in range(31)])  # a sample every 10 s
+    assert figures["trust.png"].axes[0].lines[0].get_xdata()[0] == pytest.approx(1.0)  # trust after round 1
+    with pytest.raises(ValueError, match="x_axis must be one of time, rounds"):
+        plots.build_figures(make_results(), make_samples(), x_axis="seconds")
+
+
+def test_the_rounds_axis_collapses_a_wait_between_rounds():
+    rounds = [{"start_time": 0.0, "end_time": 10.0}, {"start_time": 20.0, "end_time": 30.0}]
+    x = plots.x_axis_for({"rounds": rounds}, "rounds")
+    assert [x(t) for t in (0, 5, 10, 15, 20, 25, 30, 40)] == [0, 0.5, 1, 1, 1, 1.5, 2, 2]
+    assert plots.x_axis_for({"rounds": rounds}, "time")(15.0) == 15.0
+    assert plots.x_axis_for({"rounds": []}, "rounds") == plots.TIME  # nothing to count: scenario time
+
+
+def gate_lines(fig) -> dict[str, list[tuple[int, float]]]:
+    """gate metric -> (panel index, y) of each dashed gate line in the figure."""
+    found: dict[str, list[tuple[int, float]]] = {}
+    for i, ax in enumerate(fig.axes):
+        for line in ax.lines:
+            gid = line.get_gid() or ""
+            if gid.startswith("gate:"):
+                assert line.get_ydata()[0] == line.get_ydata()[1]  # horizontal
+                found.setdefault(gid[5:], []).append((i, line.get_ydata()[0]))
+    return found
+
+
+def test_gates_are_drawn_at_their_threshold_on_the_panel_of_their_metric():
+    gates = ["final_accuracy >= 0.8", "final_loss <= 0.9", "max_network_latency <= 60",
+             "metrics_analysis.network_packet_loss.server_links.max <= 0.03",
+             "metrics_analysis.round_duration_seconds.max <= 45",
+             "metrics_analysis.accuracy.trend >= 0",  # a slope: no panel shows it
+             "fl_rounds_completed >= 10", "robustness_metrics.max_accuracy_drop <= 0.1"]  # no panel either
+    figures = plots.build_figures(make_results(), make_samples(), gates=gates)
+    assert gate_lines(figures["accuracy_loss.png"]) == {"final_accuracy": [(0, 0.8)], "final_loss": [(1, 0.9)]}
+    # packet loss is drawn in percent: 0.03 -> 3 %; the latency axis grows to show 60 ms above its 50 ms data
+    assert gate_lines(figures["network.png"]) == {"max_network_latency": [(0, 60.0)],
+                                                 "metrics_analysis.network_packet_loss.server_links.max": [(2, 3.0)]}
+    assert figures["network.png"].axes[0].get_ylim()[1] > 60
+    assert gate_lines(figures["rounds.png"]) == {"metrics_analysis.round_duration_seconds.max": [(0, 45.0)]}
+    assert gate_lines(figures["participation.png"]) == gate_lines(figures["trust.png"]) == {}
+    acc = figures["accuracy_loss.png"].axes[0]
+    assert [t.get_text() for t in acc.texts if t.get_text().startswith("final")] == ["final_accuracy >= 0.8"]
+    # the last gate per metric counts, as when gates are merged; parsed Gates are accepted as they are
+    later = plots.build_figures(make_results(), make_samples(),
+                                gates=["final_accuracy >= 0.8", plots.parse_gate("final_accuracy >= 0.7")])
+    assert gate_lines(later["accuracy_loss.png"]) == {"final_accuracy": [(0, 0.7)]}
+
+
+def participation_results() -> dict:
+    """make_results' rounds, and client_3 left out of round 7 (not selected)."""
+    results = make_results()
+    results["rounds"][6]["participants"] = ["client_1", "client_2", "client_4"]
+    return results
+
+
+def test_the_participation_grid_marks_each_clients_part_in_each_round():
+    clients, grid = plots.participation_grid(participation_results())
+    assert clients == CLIENTS
+    everyone = dict.fromkeys(CLIENTS, "accepted")
+    expected = [everyone] * 10
+    expected[4] = {**everyone, "client_4": "straggler"}  # round 5: client_4 sent nothing before the deadline
+    expected[5] = {**everyone, "client_2": "rejected"}  # round 6: client_2's update rejected by the policy
+    expected[6] = {c: "accepted" for c in CLIENTS if c != "client_3"}  # round 7: client_3 not selected
+    assert grid == expected
+    # client numbers sort as numbers; a client seen in one round only still gets its row
+    clients, few = plots.participation_grid({"rounds": [{"participants": ["client_10", "client_2"]},
+                                                         {"participants": ["client_2"], "stragglers": ["client_1"]}]})
+    assert clients == ["client_1", "client_2", "client_10"]
+    assert few == [{"client_10": "accepted", "client_2": "accepted"}, {"client_1": "straggler", "client_2": "accepted"}]
+
+
+def cells(fig, gid: str) -> list[tuple[float, float, float]]:
+    """(x start, x end, y middle) of each cell a participation collection draws."""
+    (collection,) = [c for c in fig.axes[0].collections if c.get_gid() == gid]
+    out = []
+    for path in collection.get_paths():
+        xs, ys = path.vertices[:, 0], path.vertices[:, 1]
+        out.append((float(xs.min()), float(xs.max()), float((ys.min() + ys.max()) / 2)))
+    return out
+
+
+def test_the_participation_chart_draws_each_cell_in_its_rounds_span_and_its_clients_row():
+    fig = plots.build_figures(participation_results(), make_samples())["participation.png"]
+    # round 5 spans 120..150 s; the cell keeps 6% of it free on each side; client_4 is the 4th row (y = 3)
+    assert cells(fig, "participation:straggler:client_4") == [pytest.approx((121.8, 148.2, 3.0))]
+    assert cells(fig, "participation:rejected:client_2") == [pytest.approx((151.8, 178.2, 1.0))]
+    assert cells(fig, "participation:absent:client_3") == [pytest.approx((181.8, 208.2, 2.0))]
+    assert len(cells(fig, "participation:accepted:client_1")) == 10 and len(
+        cells(fig, "participation:accepted:client_3")) == 9
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLIENTS
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # client_1 on top
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "update accepted", "update rejected by policy", "straggler or failed (no update in time)",
+        "not selected (away, cut off or not drawn)"]
+    rounds_fig = plots.build_figures(participation_results(), make_samples(), x_axis="rounds")["participation.png"]
+    assert cells(rounds_fig, "participation:straggler:client_4") == [pytest.approx((4.06, 4.94, 3.0))]
+    assert plots.participation_figure({"rounds": []}) is None
+
+
+def test_network_panels_show_each_link_group_and_the_mean_over_all_links():
+    samples = make_samples()
+    t = [10.0 * k for k in range(31)]
+    samples["network_latency_ms.client_links"] = [[x, 60.0 if 100 <= x < 160 else 20.0] for x in t]
+    samples["network_latency_ms.server_links"] = [[x, 20.0] for x in t]
+    samples["network_bandwidth_utilization.server_links"] = [[x, 0.5] for x in t]
+    latency, util, loss = plots.build_figures(make_results(), samples)["network.png"].axes
+    labels = [line.get_label() for line in latency.lines if not line.get_label().startswith("_")]
+    assert labels == ["mean over client links", "mean over server links", "mean over all links"]
+    assert max(latency.lines[0].get_ydata()) == 60.0 and set(latency.lines[1].get_ydata()) == {20.0}
+    assert [line.get_label() for line in util.lines] == ["mean over server links", "mean over all links"]
+    assert set(util.lines[0].get_ydata()) == {50.0}  # in percent
+    # utilisation is a mean over the window before its sample: drawn back to the previous one
+    assert util.lines[0].get_drawstyle() == "steps-pre" and latency.lines[0].get_drawstyle() == "steps-post"
+    assert len(loss.lines) == 1 and loss.lines[0].get_label().startswith("_")  # no groups sampled: the mean alone
+    assert [t.get_text() for t in latency.get_legend().get_texts()] == labels
+
+
+def test_the_traffic_panel_is_the_running_sum_of_bytes_up_and_down():
+    results = make_results()
+    for i, r in enumerate(results["rounds"]):
+        r["bytes_up"], r["bytes_down"] = 1000 * (i + 1), 500
+    traffic = plots.build_figures(results, {})["rounds.png"].axes[2]
+    total, down, up = traffic.lines
+    assert total.get_label() == "uploads + downloads" and traffic.get_ylabel() == "Traffic so far (kB)"
+    # 60,000 bytes in all: kB; a step at each round's end, from 0 at the first round's start
+    running = [0.0]
+    for i in range(10):
+        running.append(running[-1] + (1000 * (i + 1) + 500) / 1000)
+    assert list(total.get_xdata()) == [0.0] + [30.0 * (i + 1) for i in range(10)]
+    assert list(total.get_ydata()) == pytest.approx(running)
+    assert list(down.get_ydata()) == pytest.approx([0.5 * i for i in range(11)])
+    assert list(up.get_ydata())[-1] == pytest.approx(55.0)
+    assert total.get_drawstyle() == "steps-post"
