@@ -82,7 +82,7 @@ def fl_cluster(scenario_config, request):
     run = run_settings(request.config)
     try:
         return session().FLCluster(scenario_config, run.seed_for(scenario_config, request.node.nodeid), run.data_dir,
-                         executor=run.executor)
+                         executor=run.executor, workers=run.threads or 1)
     except UnavailableError as exc:
         pytest.skip(str(exc))
     except FlopynetError as exc:

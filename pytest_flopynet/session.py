@@ -123,7 +123,8 @@ class Scenario:
     @property
     def cluster(self) -> FLCluster:
         if self._cluster is None:
-            self._cluster = FLCluster(self.config, self.seed, self.data_dir, executor=self.executor)
+            self._cluster = FLCluster(self.config, self.seed, self.data_dir, executor=self.executor,
+                                      workers=self.settings.threads or 1)
         return self._cluster
 
     def add_event(self, event: ScenarioEvent) -> ScenarioEvent:

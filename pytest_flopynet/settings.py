@@ -92,9 +92,10 @@ OPTIONS: tuple[Option, ...] = (
                                               "none)"}),
     Option("data_dir", "folder holding local data sets (CIFAR, MNIST)", parse=Path, cli={}),
     Option("executor", EXECUTORS_HELP, "auto", choices=executor_names, cli={"default": "auto"}),
-    Option("threads", "torch threads each test trains with (the same for every -n, so metrics are too)", "1", int,
-           cli={"type": int, "default": 1, "help": "torch threads (default 1: more were slower on 2 and 16 cores, "
-                                                   "docs/measurements.md; metrics are identical for any count)"}),
+    Option("threads", "clients each test trains at once, each on one torch thread (metrics are the same for any "
+                      "count and any -n)", "1", int,
+           cli={"type": int, "default": 1, "help": "clients trained at once, each on one torch thread (default 1; "
+                                                   "results are byte-identical for any count: docs/measurements.md)"}),
     Option("size", "largest scenarios to run: ci (default: full-size scenarios skip, saying so) or full (they run, "
                    "each still skipping where the machine lacks its cores, memory or data)", "ci", choices=("ci", "full"),
            cli=None),
@@ -123,7 +124,7 @@ class RunSettings:
     reports: Path | None = Path("reports")
     data_dir: Path | None = None
     executor: str = "auto"
-    threads: int | None = None  # None: torch's default (all cores)
+    threads: int | None = None  # clients trained at once (None: 1); pytest and flopynet run keep torch at one thread
     size: str = "ci"  # pytest: "ci" skips full-size scenarios
     plot_axis: str = "time"
     time_scale: float | None = None

@@ -53,13 +53,12 @@ def report_folder(config: pytest.Config, nodeid: str) -> Path:
 
 
 def set_threads(config: pytest.Config) -> None:
-    """Every test trains with the same number of torch threads (--flopynet-threads, default 1), so
-    its metrics do not depend on -n: a float sum split over a different number of threads rounds
-    differently. One thread per test is also what makes xdist workers fill the cores."""
+    """Torch runs one intra-op thread in every test (--flopynet-threads N trains N clients at once on
+    threads of their own instead: SequentialExecutor.workers), so metrics depend neither on -n nor on
+    N: more intra-op threads would split float sums differently. It also lets xdist workers fill the cores."""
     import torch
-    threads = run_settings(config).threads
-    if threads and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, source: Path | None, **parts):

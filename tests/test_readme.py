@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -28,7 +30,7 @@ def test_ci_runs_the_readmes_setup_and_test_commands():
     assert all(line in ci for line in setup)
     tests = README.split("**The test suite**", 1)[1]
     command = re.search(r"```bash\n(.*?)\n```", tests, re.S).group(1)
-    assert command == "pytest" and ci[-1] == command
+    assert command == "pytest -n auto" and ci[-1] == command
 
 
 def test_the_scenario_file_example_validates_and_runs(tmp_path):
@@ -79,6 +81,7 @@ def test_the_scenario_class_example_is_collected_and_runs_its_hooks(pytester):
     result.stdout.fnmatch_lines(["*scenarios/flaky_uplink/scenario.py::flaky_uplink PASSED*"])
 
 
+@pytest.mark.slow  # minutes: runs in CI or with --run-slow
 def test_the_python_api_example_runs(tmp_path):
     script = tmp_path / "api_example.py"
     script.write_text(block("The Python API", "python").replace('reports="reports"', f'reports="{tmp_path}"'))
@@ -90,6 +93,7 @@ def test_the_python_api_example_runs(tmp_path):
     assert "'scenario':" in lines[2]
 
 
+@pytest.mark.slow  # minutes: runs in CI or with --run-slow
 def test_the_command_line_examples_run(tmp_path):
     reports = tmp_path / "reports"
     for command in blocks("The command line", "bash")[0].strip().splitlines():

@@ -68,9 +68,8 @@ class _AboveTheBar(logging.Handler):
 
 def cmd_run(args) -> int:
     settings = RunSettings.from_cli(args)
-    if settings.threads:
-        import torch
-        torch.set_num_threads(settings.threads)
+    import torch
+    torch.set_num_threads(1)  # --threads N trains N clients at once instead (testrun.set_threads says why)
     found = find_scenario(args.scenario, [Path.cwd()], args.size)
     config = found.config
     seed = settings.seed_for(config)

@@ -40,10 +40,11 @@ class ClientState:
 
 class FLCluster:
     def __init__(self, config: ScenarioConfig, seed: int, data_dir: Path | None = None, *,
-                 partitioner: Partitioner | None = None, executor: str = "auto"):
+                 partitioner: Partitioner | None = None, executor: str = "auto", workers: int = 1):
         """`partitioner` replaces the split data_distribution names (e.g. Dirichlet with another alpha);
         `executor` names one of fl.EXECUTORS: "auto" (batched where it pays, see AutoExecutor),
-        "sequential", "batched" or "compiled" (batched with torch.compile)."""
+        "sequential", "batched" or "compiled" (batched with torch.compile); `workers`: clients trained at
+        once, each on one thread, by executors that can (SequentialExecutor.workers; same results)."""
         fl = config.fl_config
         self.config, self.seed = config, seed
         names = config.client_names
@@ -68,6 +69,8 @@ class FLCluster:
         self.rule = rule_spec(fl.aggregation_method)  # what the rule asks of clients (model.specs)
         self.executor = make_executor(executor, self.model, local_epochs=fl.local_epochs, batch_size=fl.batch_size,
                                       learning_rate=fl.learning_rate, mu=self.rule.proximal_mu(fl.aggregation_parameters))
+        if workers > 1 and hasattr(self.executor, "workers"):
+            self.executor.workers = workers
         self.aggregator = make_aggregator(fl.aggregation_method, fl.aggregation_parameters)
         self.server_state: dict = {"num_clients": len(names)}  # the aggregator's memory between rounds
         self.control_variates: dict[str, torch.Tensor] = {}  # SCAFFOLD's c_i, zero until a client reports

@@ -79,6 +79,7 @@ def test_a_link_failure_on_a_mesh_is_routed_around_by_ryu_and_every_round_comple
     assert max(round_times(result)) < 2 * 1.706 * 1.25
 
 
+@pytest.mark.slow  # minutes: runs in CI or with --run-slow
 def test_the_ci_size_basic_scenario_trains_to_the_simulations_accuracy_over_real_tcp():
     """The CNN's 1.65 MB model crosses OVS under Ryu 16 times a round; time_scale 10 runs the 15
     minutes in 90 s with links at 1 Gbit/s, more than this machine forwards (about 550 Mbit/s with

@@ -120,6 +120,29 @@ def test_the_batched_executor_equals_the_sequential_one(architecture, parameters
     assert_same_updates(sequential, BatchedExecutor(model, device="cpu", **settings).train(g, tasks), g)
 
 
+@pytest.mark.parametrize("architecture, parameters, shape", [
+    ("cnn", {"hidden_layers": [8, 16]}, (3, 16, 16)),
+    ("lstm", {"hidden_size": 16, "num_layers": 2}, (12, 5)),
+])
+def test_clients_trained_on_several_threads_give_byte_identical_updates(architecture, parameters, shape):
+    """--threads N trains N clients at once, each on one torch thread: every update is bit for bit the
+    one-at-a-time update, in task order, for any N (here 1, 2 and more workers than clients)."""
+    model, g, tasks, settings = executor_case(architecture, parameters, shape, 0.5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as pytest and flopynet run train
+    try:
+        one = SequentialExecutor(model, **settings).train(g, tasks)
+    finally:
+        torch.set_num_threads(threads)
+    for workers in (2, 8):  # whatever the caller's torch threads: the executor keeps one while it trains
+        executor = SequentialExecutor(model, **settings)
+        executor.workers = workers
+        many = executor.train(g, tasks)
+        assert [u.client for u in many] == [u.client for u in one]
+        for a, b in zip(one, many):
+            assert torch.equal(a.params, b.params) and (a.train_loss, a.steps) == (b.train_loss, b.steps)
+
+
 def test_idle_clients_that_pad_a_group_change_nothing():
     """client_multiple=8 pads each group to 8 clients; the idle ones have no samples and no steps,
     so the five real clients' updates stay those of the sequential run."""

@@ -159,6 +159,7 @@ LONG = os.environ.get("CI") == "true"  # CI: at least 5,000 examples; a local ru
 @pytest.mark.filterwarnings("ignore::pytest_flopynet.model.ScenarioWarning")  # node_count < clients + 1: fine here
 @settings(max_examples=5000 if LONG else 300, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@pytest.mark.slow  # minutes: runs in CI or with --run-slow
 @given(text=mutated())
 def test_a_mutated_scenario_loads_or_is_one_clear_error(text):
     try:

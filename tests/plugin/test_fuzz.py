@@ -68,6 +68,7 @@ def test_drawn_fl_and_network_configs_are_valid(fl, net):
     assert fl.aggregation_method != "krum" or fl.clients_per_round > 2 * fl.aggregation_parameters["f"] + 2
 
 
+@pytest.mark.slow  # minutes: runs in CI or with --run-slow
 def test_a_falsifying_schedule_is_shrunk_written_minimal_and_replayed(pytester):
     shutil.copytree(FUZZ, pytester.path / "fuzz", ignore=shutil.ignore_patterns("__pycache__"))
     result = pytester.runpytest_subprocess("fuzz", "-k", "test_fragile", "--runxfail", "-p", "no:cacheprovider",

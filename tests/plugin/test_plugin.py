@@ -222,6 +222,7 @@ def test_parametrised_event_fixtures_give_one_test_per_value(project):
     result.stdout.fnmatch_lines(["*test_latency[[]calm[]] PASSED*", "*test_latency[[]slow[]] PASSED*"])
 
 
+@pytest.mark.slow  # minutes: runs in CI or with --run-slow
 def test_the_executor_option_chooses_how_clients_train(project):
     """--flopynet-executor, or the ini key, reaches every cluster (collected scenario files and the
     fl_cluster fixture alike) and the header; the executors agree on the metrics; a name that is no

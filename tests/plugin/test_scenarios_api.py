@@ -158,6 +158,7 @@ def test_runner_status_results_pause_resume_and_cancel(project):
     assert "paused" in states and states[-1] == "cancelled"
 
 
+@pytest.mark.slow  # minutes: runs in CI or with --run-slow
 def test_the_original_documentation_usage_examples(monkeypatch, tmp_path, capsys):
     """The three usage examples as written there (package name aside), on the built-in scenarios at
     CI size (FLOPYNET_SCENARIO_SIZE=ci), from the project folder."""

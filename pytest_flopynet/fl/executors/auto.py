@@ -43,6 +43,15 @@ class AutoExecutor:
             self._light_layers = calls == 0 or flops / calls < CPU_BATCHING_MAX_LAYER_FLOPS
         return self._light_layers
 
+    @property
+    def workers(self) -> int:
+        """Clients trained at once where training is sequential (SequentialExecutor.workers)."""
+        return self.sequential.workers
+
+    @workers.setter
+    def workers(self, n: int) -> None:
+        self.sequential.workers = n
+
     def train(self, global_params: torch.Tensor, tasks: list[LocalTask]) -> list[Update]:
         executor = self.batched if self.batches(tasks) else self.sequential
         return executor.train(global_params, tasks)
