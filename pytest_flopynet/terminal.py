@@ -92,6 +92,7 @@ def summary_table(labels: list[str], rows: list[dict], width: int) -> list[str]:
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     def gate_lines(r: dict) -> str:  # a dotted metric by its last name: max_accuracy_drop <= 0.1  0.02  pass
         return "\n".join(f"{gate.split(' ', 1)[0].rsplit('.', 1)[-1]} {gate.split(' ', 1)[1]}  "
@@ -129,7 +130,7 @@ def summary_table(labels: list[str], rows: list[dict], width: int) -> list[str]:
                          min_width=gates_width if column is gates else None,
                          max_width=max(12, width - others - 4) if head == "test" else None)
     for i in range(len(rows)):
-        table.add_row(*(cells[i] for _, cells, _, _ in columns))
+        table.add_row(*(Text(cells[i]) for _, cells, _, _ in columns))  # Text: "[client_4]" is not markup
     console = Console(width=max(width, 40), file=io.StringIO(), color_system=None, highlight=False)
     console.print(table)
     return [line.rstrip() for line in console.file.getvalue().splitlines()]

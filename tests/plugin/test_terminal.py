@@ -9,13 +9,13 @@ ROW = {"scenario": "network_instability_ci", "rounds": 15, "final_accuracy": 0.9
        "max_accuracy_drop": 0.0123, "recovery_time_s": 91.0, "outcome": "passed",
        "gate_results": [("final_accuracy >= 0.85", 0.98765, True),
                         ("robustness_metrics.max_accuracy_drop <= 0.01", 0.0123, False)]}
-LABEL = "test_fedprox_survives_the_events_and_a_second_partition"
+LABEL = "test_fedprox_survives_the_events_and_a_second_partition[seed_3]"  # brackets are not rich markup
 
 
 def test_the_summary_fits_the_terminal_and_shows_each_gate_with_its_actual_value_and_verdict():
     wide = summary_table([LABEL], [ROW], 200)
     assert len(wide) == 4 and max(map(len, wide)) <= 200
-    assert re.match(rf"{LABEL}\s+network_instability_ci\s+15\s+0\.9877\s+179\.6\s+0\.012\s+91\s+"
+    assert re.match(rf"{re.escape(LABEL)}\s+network_instability_ci\s+15\s+0\.9877\s+179\.6\s+0\.012\s+91\s+"
                     r"final_accuracy >= 0\.85  0\.9877  pass\s+passed$", wide[2]), wide[2]
     assert wide[3].strip() == "max_accuracy_drop <= 0.01  0.0123  FAIL"  # a dotted metric by its last name
     for width in (80, 60):
