@@ -88,7 +88,8 @@ class SummaryReporter:
 def summary_table(labels: list[str], rows: list[dict], width: int) -> list[str]:
     """One row per test: its scenario's figures and its own gates (expression, actual value, verdict;
     one line each), drawn by rich within `width` columns. Where the terminal is too narrow, the least
-    needed columns go first (scenario, recovery, traffic, drop, rounds); long cells then wrap."""
+    needed columns go first (scenario, recovery, traffic, drop, rounds, final accuracy: usually a gate);
+    then test names wrap beyond 28 characters and the gates share the rest."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -103,7 +104,7 @@ def summary_table(labels: list[str], rows: list[dict], width: int) -> list[str]:
         ("test", labels, False, 0),
         ("scenario", [r["scenario"] for r in rows], False, 1),
         ("rounds", [str(r["rounds"]) for r in rows], True, 5),
-        ("final acc", [f"{r['final_accuracy']:.4f}" for r in rows], True, 0),
+        ("final acc", [f"{r['final_accuracy']:.4f}" for r in rows], True, 6),
         ("MB", [f"{r['bytes_total'] / 1e6:.1f}" for r in rows], True, 3),
         ("max drop", [f"{r['max_accuracy_drop']:.3f}" for r in rows], True, 4),
         ("recovery s", ["-" if r.get("recovery_time_s") is None else f"{r['recovery_time_s']:.0f}" for r in rows],
@@ -118,17 +119,21 @@ def summary_table(labels: list[str], rows: list[dict], width: int) -> list[str]:
         head, cells, _, _ = column
         return max(len(line) for text in (head, *cells) for line in text.splitlines()) + 2
 
-    while sum(map(natural, columns)) > width - 4 and any(c[3] for c in columns):
+    def needed(column) -> int:  # a test name may wrap beyond 28 characters
+        return min(natural(column), 30) if column is columns[0] else natural(column)
+
+    while sum(map(needed, columns)) > width - 4 and any(c[3] for c in columns):
         columns.remove(min((c for c in columns if c[3]), key=lambda c: c[3]))
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    gates = next(c for c in columns if c[0].startswith("gates"))
-    gates_width = min(natural(gates) - 2, width - 40)  # the gates keep their lines whole where they can
-    others = sum(natural(c) for c in columns if c[0] not in ("test", gates[0])) + gates_width + 2
-    for column in columns:  # what does not fit wraps in the test name and the gates
+    test, gates = columns[0], next(c for c in columns if c[0].startswith("gates"))
+    others = sum(natural(c) for c in columns if c is not test and c is not gates)
+    test_width = max(12, min(natural(test) - 2, 28, width - 4 - others - 24))  # leaving the gates 20 or more
+    gates_width = max(16, min(natural(gates) - 2, width - 4 - others - (test_width + 2) - 2))
+    for column in columns:
         head, _, right, _ = column
         table.add_column(head, justify="right" if right else "left", overflow="fold",
-                         min_width=gates_width if column is gates else None,
-                         max_width=max(12, width - others - 4) if head == "test" else None)
+                         min_width={id(test): test_width, id(gates): gates_width}.get(id(column)),
+                         max_width=max(test_width, width - 4 - others - gates_width - 4) if column is test else None)
     for i in range(len(rows)):
         table.add_row(*(Text(cells[i]) for _, cells, _, _ in columns))  # Text: "[client_4]" is not markup
     console = Console(width=max(width, 40), file=io.StringIO(), color_system=None, highlight=False)
