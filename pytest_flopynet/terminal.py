@@ -127,7 +127,7 @@ def summary_table(labels: list[str], rows: list[dict], width: int) -> list[str]:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     test, gates = columns[0], next(c for c in columns if c[0].startswith("gates"))
     others = sum(natural(c) for c in columns if c is not test and c is not gates)
-    test_width = max(12, min(natural(test) - 2, 28, width - 4 - others - 24))  # leaving the gates 20 or more
+    test_width = min(natural(test) - 2, max(12, min(28, width - 4 - others - 24)))  # leaving the gates 20 or more
     gates_width = max(16, min(natural(gates) - 2, width - 4 - others - (test_width + 2) - 2))
     for column in columns:
         head, _, right, _ = column

@@ -48,3 +48,9 @@ def test_a_running_scenario_writes_a_line_per_round_and_event_quiet_under_q(pyte
     assert not [line for line in quiet.stdout.lines if "round 1/3" in line]
     logged = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--log-cli-level=INFO")
     assert len([line for line in logged.stdout.lines if "tiny: round" in line]) == 3  # pytest's own live log, once
+
+
+def test_a_short_test_name_leaves_its_room_to_the_gates():
+    row = {**ROW, "gate_results": ROW["gate_results"][:1]}
+    (head, rule, line) = summary_table(["basic"], [row], 80)
+    assert re.fullmatch(r"basic\s+15\s+0\.9877\s+final_accuracy >= 0\.85  0\.9877  pass\s+passed", line), line
