@@ -1,4 +1,5 @@
-"""The `flopynet` command: validate, run, list, schema, compare, report. Errors are one line and a non-zero exit."""
+"""The `flopynet` command: validate, run, list, schema, compare, report, calibrate, cleanup. Errors are one line
+and a non-zero exit."""
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,19 @@ def command(target: str):
     each command's module imports only what that command needs (no torch for `flopynet schema`)."""
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(f"pytest_flopynet.commands.{module}"), name)
+
+
+def _bounded(kind, low: float, high: float = float("inf")):
+    """An argparse type: a number of `kind` within [low, high], else one line saying so."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is outside {low:g} to {high:g}")
+        return value
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,6 +68,17 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--gate", action="append", default=[], help="a gate 'metric op number' to draw (repeatable; "
                                                                 "the scenario's own gates are drawn too)")
     rp.set_defaults(fn="results:cmd_report")
+    ca = sub.add_parser("calibrate", help="time N flows across one bottleneck link on a backend (sim, netns): "
+                                          "check the simulated network against a real one")
+    ca.add_argument("--backend", default="sim", help="sim (default), netns, or another package's backend")
+    ca.add_argument("--bytes", type=_bounded(int, 1), default=1_000_000, help="bytes each flow sends (default 1000000)")
+    ca.add_argument("--bandwidth-mbps", type=_bounded(float, 1e-3), default=10.0, help="every link's rate (default 10)")
+    ca.add_argument("--rtt-ms", type=_bounded(float, 0.0), default=1.0, help="round-trip time (default 1)")
+    ca.add_argument("--loss", type=_bounded(float, 0.0, 0.99), default=0.0,
+                    help="share of packets the bottleneck (the server's link) drops, 0 to 0.99 (default 0)")
+    ca.add_argument("--flows", type=_bounded(int, 1, 1000), default=1, help="flows sharing the bottleneck (default 1)")
+    ca.add_argument("--json", metavar="FILE", help="write {seconds, goodput_mbps, ...} to FILE ('-': standard output)")
+    ca.set_defaults(fn="calibrate:cmd_calibrate")
     cl = sub.add_parser("cleanup", help="remove namespaces, links and Open vSwitch daemons that crashed "
                                         "netns runs left behind (like mn -c)")
     cl.add_argument("--check", action="store_true", help="remove nothing; list what any lab left (namespaces, links, "
