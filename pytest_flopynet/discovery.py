@@ -118,7 +118,7 @@ class Catalogue:
             self.scenarios.setdefault(scenario.config.name, scenario)
 
 
-def scenario_files(root: Path, unreadable: list[Path] | None = None) -> list[Path]:
+def scenario_files(root: Path, unreadable: list[Path]) -> list[Path]:
     """Scenario files under a folder: scenario.yaml/.py in folders, and *.scenario.yaml anywhere
     (a folder's scenario.py counts only when it has no scenario.yaml). Folders that cannot be read
     are skipped and appended to `unreadable`."""
@@ -126,8 +126,7 @@ def scenario_files(root: Path, unreadable: list[Path] | None = None) -> list[Pat
     if not root.is_dir():
         return files
     skip = (".", "__")
-    for folder, dirs, names in os.walk(root, onerror=lambda e: unreadable is not None and unreadable.append(
-            Path(e.filename))):
+    for folder, dirs, names in os.walk(root, onerror=lambda e: unreadable.append(Path(e.filename))):
         dirs[:] = sorted(d for d in dirs if not d.startswith(skip) and d not in ("reports", "node_modules"))
         here = Path(folder)
         has_file = any(n in FOLDER_FILES for n in names)

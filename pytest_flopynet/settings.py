@@ -206,7 +206,8 @@ class RunSettings:
 
     @classmethod
     def from_cli(cls, args: argparse.Namespace) -> RunSettings:
-        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name) and f.name != "size"}
+        pytest_only = {opt.name for opt in OPTIONS if opt.cli is None}  # flopynet run's --size means something else
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name) and f.name not in pytest_only}
         values["reports"] = Path(args.reports) if args.reports else None
         values["data_dir"] = Path(args.data_dir) if args.data_dir else None
         values["gates"] = tuple(args.gate)

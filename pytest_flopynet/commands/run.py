@@ -23,7 +23,7 @@ class Progress:
 
     def __init__(self, config, quiet: bool = False, stream=sys.stderr):
         self.total, self.end = config.fl_config.total_rounds, config.duration_minutes * 60
-        self.bar = None
+        self.bar = self.handler = None
         if quiet:
             return
         if stream.isatty():
@@ -50,7 +50,7 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
-        if hasattr(self, "handler"):
+        if self.handler is not None:
             log.removeHandler(self.handler)
 
 

@@ -30,6 +30,7 @@ class SequentialExecutor:
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.mu = mu  # FedProx proximal weight: loss + mu/2 ||w - w_global||^2
+        self._copies: list[nn.Module] = []  # the worker threads' own models (workers > 1), made once
 
     def train(self, global_params: torch.Tensor, tasks: list[LocalTask]) -> list[Update]:
         workers = min(self.workers, len(tasks))
@@ -56,7 +57,7 @@ class SequentialExecutor:
             torch.set_num_threads(threads)
 
     def _replicas(self, n: int) -> list[nn.Module]:
-        if len(getattr(self, "_copies", [])) < n - 1:
+        if len(self._copies) < n - 1:
             self._copies = [copy.deepcopy(self.model) for _ in range(n - 1)]
         return [self.model, *self._copies[:n - 1]]
 
