@@ -77,6 +77,8 @@ def parser() -> argparse.ArgumentParser:
     ca.add_argument("--loss", type=_bounded(float, 0.0, 0.99), default=0.0,
                     help="share of packets the bottleneck (the server's link) drops, 0 to 0.99 (default 0)")
     ca.add_argument("--flows", type=_bounded(int, 1, 1000), default=1, help="flows sharing the bottleneck (default 1)")
+    ca.add_argument("--congestion-control", choices=["cubic", "bbr", "reno"], default="cubic",
+                    help="every host's TCP congestion control (default cubic)")
     ca.add_argument("--json", metavar="FILE", help="write {seconds, goodput_mbps, ...} to FILE ('-': standard output)")
     ca.set_defaults(fn="calibrate:cmd_calibrate")
     cl = sub.add_parser("cleanup", help="remove namespaces, links and Open vSwitch daemons that crashed "

@@ -29,10 +29,12 @@ class Link:
 class Topology:
     """A built topology: the graph plus the names events and backends refer to."""
 
-    def __init__(self, graph: nx.Graph, name: str = "topology", source: Path | None = None):
+    def __init__(self, graph: nx.Graph, name: str = "topology", source: Path | None = None,
+                 congestion_control: str = "cubic"):
         self.graph = graph
         self.name = name  # the scenario's name (real backends name what they make after it)
         self.source = source  # the custom topology file it was read from, if any
+        self.congestion_control = congestion_control  # every host's TCP congestion control (cubic, bbr, reno)
         self.links: dict[str, Link] = {d["link"].name: d["link"] for _, _, d in graph.edges(data=True)}
         self.hosts = [n for n, d in graph.nodes(data=True) if d["kind"] == "host"]
         self.switches = [n for n, d in graph.nodes(data=True) if d["kind"] == "switch"]

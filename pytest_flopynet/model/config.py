@@ -92,6 +92,9 @@ class NetworkConfig:
     controller_type: str = spec("ryu", "SDN controller the real backends start.", enum=["ryu", "onos"])
     qos_enabled: bool = spec(False, "The controller applies QoS.")
     traffic_prioritization: bool = spec(False, "FL flows are served before other traffic on congested links.")
+    tcp_congestion_control: str = spec(
+        "cubic", "TCP congestion control of every host (Linux's default is cubic): how transfers react to loss and "
+        "share a bottleneck.", enum=["cubic", "bbr", "reno"])
 
 
 @dataclass

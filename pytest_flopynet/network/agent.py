@@ -60,8 +60,17 @@ def _receive(conn: socket.socket) -> None:
             report(ev="received", id=flow, bytes=got, t=time.monotonic())
 
 
+CONGESTION_CONTROL: bytes | None = None  # set on every socket (accepted ones inherit the listener's)
+
+
+def _congested(sock: socket.socket) -> socket.socket:
+    if CONGESTION_CONTROL:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, CONGESTION_CONTROL)
+    return sock
+
+
 def _listen(address: str, port: int) -> socket.socket:
-    server = socket.create_server((address, port), backlog=128)
+    server = _congested(socket.create_server((address, port), backlog=128))
 
     def accept() -> None:
         while True:
@@ -69,6 +78,17 @@ def _listen(address: str, port: int) -> socket.socket:
             threading.Thread(target=_receive, args=(conn,), daemon=True).start()
     threading.Thread(target=accept, daemon=True).start()
     return server
+
+
+def _connect(host: str, port: int, timeout: float) -> socket.socket:
+    sock = _congested(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    sock.settimeout(timeout)
+    try:
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class Sender:
@@ -87,7 +107,7 @@ class Sender:
     def _send(self, order: dict, stop: threading.Event) -> None:
         flow, nbytes = order["id"], int(order.get("bytes", 0))
         try:
-            with socket.create_connection((order["host"], order["port"]), timeout=order.get("timeout", 600)) as sock:
+            with _connect(order["host"], order["port"], order.get("timeout", 600)) as sock:
                 if stop.is_set():  # stopped while connecting (a partition healed after the flow was given up)
                     return
                 sock.settimeout(0.1)  # wake up now and then to see a stop order
@@ -119,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pytest_flopynet.network.agent", description=__doc__.split("\n\n")[0])
     p.add_argument("--address", default="0.0.0.0")
     p.add_argument("--ports", default=f"{FL_PORT},{BULK_PORT}", help="FL port and bulk port")
+    p.add_argument("--congestion-control", help="TCP congestion control of every connection (cubic, bbr, reno)")
     args = p.parse_args(argv)
+    global CONGESTION_CONTROL
+    CONGESTION_CONTROL = args.congestion_control.encode() if args.congestion_control else None
     ports = [int(x) for x in args.ports.split(",")]
     servers = [_listen(args.address, port) for port in ports]
     report(ev="ready", ports=[s.getsockname()[1] for s in servers])

@@ -45,7 +45,7 @@ STATE_DIR = (Path("/run/flopynet-netns") if os.geteuid() == 0 and Path("/run").i
 PREFIX = re.compile(r"^fn[0-9a-f]{4}$")
 SUBNET = ipaddress.ip_network("10.77.0.0/16")
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
-TOOLS = ("ip", "tc", "nft", "ethtool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool")
+TOOLS = ("ip", "tc", "nft", "ethtool", "sysctl", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool")
 
 
 def unavailable() -> str | None:
@@ -55,7 +55,7 @@ def unavailable() -> str | None:
     missing = [t for t in TOOLS if shutil.which(t) is None and not Path("/usr/sbin", t).exists()]
     if missing:
         return (f"the netns backend needs {', '.join(missing)} "
-                "(Debian: apt-get install iproute2 nftables ethtool openvswitch-switch)")
+                "(Debian: apt-get install iproute2 procps nftables ethtool openvswitch-switch)")
     if not OVS_SCHEMA.is_file():
         return f"Open vSwitch's schema is missing ({OVS_SCHEMA})"
     return None
@@ -169,6 +169,7 @@ class NetnsLab:
             for host, ns in self.namespaces.items():
                 sh("ip", "netns", "add", ns)
                 sh("ip", "-n", ns, "link", "set", "lo", "up")
+                self._congestion_control(ns)
             for switch, bridge in self.bridges.items():
                 dpid = f"other-config:datapath-id={self.dpids[switch]:016x}"
                 if self.controller:
@@ -185,6 +186,18 @@ class NetnsLab:
             self.stop()
             raise
         return self
+
+    def _congestion_control(self, ns: str) -> None:
+        """The topology's TCP congestion control as a host namespace's default (a per-namespace sysctl since
+        Linux 4.15), so that every program started there uses it. The kernel lets a namespace other than the
+        first choose only among net.ipv4.tcp_allowed_congestion_control; where the choice is not allowed the
+        default stays the kernel's and the transfer agents set it on each socket (TCP_CONGESTION, which root
+        may set to any available one)."""
+        cc = self.topology.congestion_control
+        have = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+        if cc not in have:
+            raise UnavailableError(f"this kernel has no TCP congestion control {cc!r} (it has {', '.join(have)}; modprobe tcp_{cc})")
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={cc}", check=False)
 
     def _loops(self) -> bool:
         switches = self.topology.graph.subgraph(self.topology.switches)
@@ -228,7 +241,9 @@ class NetnsLab:
             sh("ip", "-n", ns, "link", "set", inner, "address", self.macs[host])
             sh("ip", "-n", ns, "addr", "add", f"{self.ip(host)}/{SUBNET.prefixlen}", "dev", inner)
             sh("ip", "-n", ns, "link", "set", inner, "up")
-            sh("ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off")  # TCP across netdev needs it
+            # transmit checksums off: TCP across OVS's netdev datapath needs it; segmentation off (GSO): the HTB
+            # then shapes 1514-byte frames, not 64 kB super-packets it would let out on credit
+            sh("ip", "netns", "exec", ns, "ethtool", "-K", inner, "tx", "off", "gso", "off")
             sh("ip", "-n", sw, "link", "set", outer, "up")
             self._add_port(switch, outer, port)
         else:  # a trunk between two switches: a veth pair (OVS's patch ports crash its RSTP on netdev)
@@ -241,15 +256,18 @@ class NetnsLab:
 
     # -- link conditions ------------------------------------------------------------------------
     def shape(self, link: str, mbps: float) -> None:
-        """Each sending end of the link carries at most `mbps` (an HTB class, replaced in place)."""
+        """Each sending end of the link carries at most `mbps` (an HTB class, replaced in place). Its bucket
+        holds one frame or a millisecond at the rate, whichever is more (tc's default holds rate / HZ plus an
+        MTU, and a bigger bucket lets a short transfer out faster than the rate); the quantum is one frame."""
         rate = f"{max(mbps, 0.001) * 1000:.0f}kbit"
+        burst = f"{max(1600, round(mbps * 1e6 / 8 * 1e-3))}b"
         for ns, dev in self.ends[link]:
             tc = ("tc", "-n", ns)
             if dev not in self._htb:
                 sh(*tc, "qdisc", "replace", "dev", dev, "root", "handle", "1:", "htb", "default", "1")
                 self._htb.add(dev)
             sh(*tc, "class", "replace", "dev", dev, "parent", "1:", "classid", "1:1", "htb", "rate", rate, "ceil", rate,
-               "quantum", "1514")
+               "burst", burst, "cburst", burst, "quantum", "1514")
 
     def delay(self, link: str, delay_ms: float, jitter_ms: float = 0.0) -> None:
         """Latency (and jitter) on every sending end: netem under the HTB class; needs the kernel's netem."""

@@ -98,7 +98,8 @@ class NetnsNetwork:
 
     def _start_agent(self, host: str) -> None:
         proc = self.lab.popen(host, [sys.executable, "-m", "pytest_flopynet.network.agent",
-                                     "--ports", f"{self.fl_port},{self.bulk_port}"],
+                                     "--ports", f"{self.fl_port},{self.bulk_port}",
+                                     "--congestion-control", self.topology.congestion_control],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.agents[host] = proc
         self._buffers[proc.stdout.fileno()] = b""

@@ -1,11 +1,15 @@
 """The embedded simulated network: flows on the topology graph in scenario time (DESIGN.md, Time model).
 
-Rates are piecewise constant: concurrent flows share each link direction max-min fairly, a lossy
-path caps a flow by the Mathis bound, and rates are recomputed whenever a flow starts or ends or a
-condition changes a link, so an event that fires mid-transfer takes effect mid-transfer. Each
-transfer also pays a connection set-up of 1.5 RTT before its first byte and the one-way propagation
-delay after its last. Background flows (floods) compete like any TCP flow; with the controller's
-traffic_prioritization on, FL flows are served first and background flows share what is left.
+Rates are piecewise constant: concurrent flows share each link direction weighted max-min fairly
+(by RTT for loss-based congestion control), each flow capped by what its congestion control allows
+under the path's loss (network/flows.py: the window, retransmission timeouts) and by slow start, and
+rates are recomputed whenever a flow starts or ends, slow start doubles a window, or a condition
+changes a link, so an event that fires mid-transfer takes effect mid-transfer. A lossy path delivers
+1 - p of what a flow sends (the rest is retransmitted). Each transfer also pays a connection set-up
+(1.5 RTT, plus the expected SYN timeouts under loss) before its first byte and the one-way
+propagation delay after its last. Background flows (floods) compete like any TCP flow; with the
+controller's traffic_prioritization on, FL flows are served first and background flows share what
+is left.
 A link's utilisation in `stats()` is the bytes it carried since the previous sample over what it
 could have carried (as the netns backend reads it from port counters), not the load of one instant.
 """
@@ -17,7 +21,8 @@ from dataclasses import dataclass, field
 
 from ..controller.routing import Controller, Hop
 from .backend import Condition, Flow, LinkState, NetworkStats, check_names, link_states
-from .flows import GOODPUT, mathis_rate, max_min_rates
+from .flows import (GOODPUT, INITIAL_WINDOW, MSS_BYTES, goodput, handshake_seconds, max_min_rates, share_weight,
+                    stall_per_byte, window_rate)
 from .topology import Topology
 
 _DONE_BYTES = 1e-6
@@ -31,7 +36,11 @@ class _Transfer:
     path: list[Hop] | None = None
     ready_at: float = math.inf
     tail_end: float = math.inf
-    rate: float = 0.0
+    rate: float = 0.0  # bytes/s sent, retransmissions included
+    goodput: float = 0.0  # bytes/s delivered
+    window: float = 0.0  # slow start: bytes this round trip may send (0 once slow start is over)
+    window_left: float = 0.0  # of which not yet sent; the flow idles at 0 until the round ends
+    round_ends: float = math.inf
     done_at: float | None = None
     conditions_seen: int = field(default=-1)
 
@@ -132,8 +141,8 @@ class SimNetwork:
         flows = [(t.path, t.rate) for t in self._active if t.phase == "active" and t.path]
         flows += [(self._bg_path(key), rate) for key, rate in self._bg_rates.items()]
         for path, rate in flows:
-            for hop in path or ():
-                load[hop] = load.get(hop, 0.0) + rate
+            for hop, share in self._carried_share(path or []).items():
+                load[hop] = load.get(hop, 0.0) + rate * share
         return load
 
     def _integrate(self, now: float) -> None:
@@ -176,7 +185,9 @@ class SimNetwork:
                     break  # nothing can ever change: the remaining flows never finish
                 for t in transfers:
                     if t.phase == "active":
-                        t.remaining = max(t.remaining - t.rate * (nxt - now), 0.0)
+                        t.remaining = max(t.remaining - t.goodput * (nxt - now), 0.0)
+                        if t.window:
+                            t.window_left = max(t.window_left - t.rate * (nxt - now), 0.0)
                 self.clock.advance_to(nxt)
                 if nxt >= deadline and not self._advance_phases(transfers, nxt):
                     break
@@ -195,10 +206,17 @@ class SimNetwork:
                 t.phase, changed = "setup", True
                 self.controller.stats["flows"] += 1
                 t.path = self.controller.route(t.flow.src, t.flow.dst)
-                t.ready_at = now + 1.5 * self._rtt(t.path) if self._usable(t.path) else math.inf
+                t.ready_at = now + self._handshake(t.path) if self._usable(t.path) else math.inf
             if t.phase == "setup" and t.ready_at <= now:
                 t.phase, changed = "active", True
-            if t.phase == "active" and (t.remaining <= _DONE_BYTES or (t.rate > 0 and now + t.remaining / t.rate <= now)):
+                rtt = self._rtt(t.path)
+                if rtt > 0:
+                    t.window = t.window_left = float(INITIAL_WINDOW * MSS_BYTES)
+                    t.round_ends = now + rtt
+            if t.phase == "active" and t.window:
+                changed |= self._slow_start(t, now)
+            if t.phase == "active" and (t.remaining <= _DONE_BYTES or
+                                        (t.goodput > 0 and now + t.remaining / t.goodput <= now)):
                 t.phase, changed = "tail", True
                 t.tail_end = now + self._rtt(t.path) / 2 if t.path is not None else math.inf
             if t.phase == "tail" and t.tail_end <= now:
@@ -209,6 +227,22 @@ class SimNetwork:
         transfers += [_Transfer(f, remaining=float(f.nbytes)) for f in spawned]
         return changed
 
+    def _slow_start(self, t: _Transfer, now: float) -> bool:
+        """Slow start in rounds (Cardwell, Savage & Anderson 2000): a round trip may send `window` bytes at
+        the flow's rate, then the flow waits for the round's ACKs; a round that ends with its window sent
+        doubles it, one that ends with some of it unsent (the window has outgrown the flow's share) ends
+        slow start. True if the flow's rate must change."""
+        if t.round_ends <= now:
+            if t.window_left > _DONE_BYTES:
+                t.window = t.window_left = 0.0
+                t.round_ends = math.inf
+            else:
+                t.window *= 2
+                t.window_left = t.window
+                t.round_ends = now + self._rtt(t.path)
+            return True
+        return t.window_left <= _DONE_BYTES and t.rate > 0
+
     def _reroute(self, transfers: list[_Transfer], now: float) -> None:
         for t in transfers:
             if t.phase == "active":
@@ -216,7 +250,7 @@ class SimNetwork:
             elif t.phase == "setup" and math.isinf(t.ready_at):
                 t.path = self.controller.route(t.flow.src, t.flow.dst)
                 if self._usable(t.path):
-                    t.ready_at = now + 1.5 * self._rtt(t.path)
+                    t.ready_at = now + self._handshake(t.path)
 
     def _usable(self, path: list[Hop] | None) -> bool:
         """A path the controller installed can still be stale: a failed link it has not seen yet."""
@@ -227,27 +261,38 @@ class SimNetwork:
         return self.controller.route(src, dst)
 
     def _allocate(self, transfers: list[_Transfer]) -> None:
-        """Max-min fair rates for the active FL flows and the background flows; with traffic
+        """Weighted max-min fair rates for the active FL flows and the background flows, each capped by its
+        congestion control under the path's loss (and FL flows by slow start); with traffic
         prioritisation, FL flows first and background flows on what is left."""
         self._rates_version = self._version
+        cc = self.topology.congestion_control
         for t in transfers:
-            t.rate = 0.0
+            t.rate = t.goodput = 0.0
         fl = {t: t.path for t in transfers if t.phase == "active" and self._usable(t.path)}
         bg = {(h, i): self._bg_path((h, i)) for h, c in self._conditions.items() for i in range(len(c.background))}
         bg = {k: p for k, p in bg.items() if self._usable(p)}
         capacity = {hop: self._capacity(self.links[hop[0]]) for p in [*fl.values(), *bg.values()] for hop in p}
-        caps = {f: mathis_rate(self._rtt(p), self._path_loss(p)) for f, p in [*fl.items(), *bg.items()]}
+        flows = {**fl, **bg}
+        caps = {f: window_rate(cc, self._rtt(p), self._path_loss(p)) for f, p in flows.items() if p}
+        for t in fl:
+            if t.window and t.window_left <= _DONE_BYTES:
+                caps[t] = 0.0  # slow start: this round's window is out, it waits for the ACKs
+        weights = {f: share_weight(cc, self._rtt(p)) for f, p in flows.items()}
+        usage = {(f, hop): share for f, p in flows.items() for hop, share in self._carried_share(p).items()}
         if self.controller.traffic_prioritization:
-            rates = max_min_rates(fl, capacity, caps)
+            rates = max_min_rates(fl, capacity, caps, weights, usage)
             left = dict(capacity)
             for f, p in fl.items():
                 for hop in p:
-                    left[hop] = max(left[hop] - rates[f], 0.0)
-            rates.update(max_min_rates(bg, left, caps))
+                    left[hop] = max(left[hop] - rates[f] * usage[(f, hop)], 0.0)
+            rates.update(max_min_rates(bg, left, caps, weights, usage))
         else:
-            rates = max_min_rates({**fl, **bg}, capacity, caps)
-        for t in fl:
-            t.rate = rates[t]
+            rates = max_min_rates(flows, capacity, caps, weights, usage)
+        for t, p in fl.items():  # on average a flow sends what it delivers, retransmissions included
+            loss = self._path_loss(p)
+            stall = stall_per_byte(cc, self._rtt(p), loss, min(capacity[hop] for hop in p))
+            t.goodput = goodput(rates[t], loss, stall)
+            t.rate = t.goodput / (1.0 - loss) if loss < 1.0 else 0.0
         self._bg_rates = {k: rates[k] for k in bg}
 
     def _next_change(self, transfers: list[_Transfer], now: float) -> float:
@@ -257,8 +302,13 @@ class SimNetwork:
                 times.append(t.flow.start)
             elif t.phase == "setup":
                 times.append(t.ready_at)
-            elif t.phase == "active" and t.rate > 0:
-                times.append(now + t.remaining / t.rate)
+            elif t.phase == "active":
+                if t.goodput > 0:
+                    times.append(now + t.remaining / t.goodput)
+                if t.window:
+                    times.append(t.round_ends)
+                    if t.rate > 0 and t.window_left > 0:
+                        times.append(now + t.window_left / t.rate)
             elif t.phase == "tail":
                 times.append(t.tail_end)
         return max(min(times), now)
@@ -281,6 +331,20 @@ class SimNetwork:
 
     def _rtt(self, path: list[Hop]) -> float:
         return 2 * sum(self.links[name].delay_ms for name, _ in path) / 1000.0
+
+    def _carried_share(self, path: list[Hop]) -> dict[Hop, float]:
+        """The share of what a flow sends that each link of its path carries: a lossy link drops before it
+        transmits (as netem, nftables and GNS3's filters do), so it and the links after it carry only what
+        survived it."""
+        shares, keep = {}, 1.0
+        for hop in path:
+            keep *= 1.0 - self.links[hop[0]].loss
+            shares[hop] = keep
+        return shares
+
+    def _handshake(self, path: list[Hop]) -> float:
+        loss = self._path_loss(path)  # a link drops as much each way
+        return handshake_seconds(self._rtt(path), loss, loss)
 
     def _path_loss(self, path: list[Hop]) -> float:
         keep = 1.0

@@ -134,6 +134,6 @@ def build_topology(config, base_dir: Path | None = None, graph: nx.Graph | None 
                 path = base_dir / path
             graph, source = read_graph(path), str(path)
         return Topology(custom(graph, hosts[: n + 1], net.link_bandwidth_mbps, net.base_latency_ms, source),
-                        config.name, path)
+                        config.name, path, net.tcp_congestion_control)
     return Topology(BUILDERS[net.topology_type](hosts, net.switch_count, net.link_bandwidth_mbps, net.base_latency_ms),
-                    config.name)
+                    config.name, congestion_control=net.tcp_congestion_control)

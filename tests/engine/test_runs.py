@@ -27,7 +27,9 @@ def test_one_round_takes_the_analytic_time(tiny_config):
                          net={"node_count": 2, "link_bandwidth_mbps": 10, "base_latency_ms": 5})
     nbytes = 4 * (64 * 256 + 256 + 256 * 10 + 10)
     one_way, rtt = 0.010, 0.020  # two 5 ms links between client and server
-    transfer = 1.5 * rtt + nbytes / C(10) + one_way
+    # set-up 1.5 RTT; slow start: the first round trip carries the initial window (10 x 1448 B) and waits for
+    # its ACKs, then the rest goes at C; the last byte's one way
+    transfer = 1.5 * rtt + rtt + (nbytes - 14_480) / C(10) + one_way
     compute = 100 * 1 * 3 * 2 * (64 * 256 + 256 * 10) / 2e10  # samples x epochs x 3 x forward FLOPs / device
     result = run_scenario(config, seed=1)
     (rnd,) = result.rounds

@@ -10,17 +10,17 @@ from pytest_flopynet import NetworkConfig, ScenarioConfig
 from pytest_flopynet.controller import Controller
 from pytest_flopynet.engine.clock import VirtualClock
 from pytest_flopynet.network import Condition, Flow, build_topology
-from pytest_flopynet.network.flows import mathis_rate, max_min_rates
+from pytest_flopynet.network.flows import max_min_rates
 from pytest_flopynet.network.sim import SimNetwork
 
 # payload bytes/s of a 10 Mbit/s link: 1448 payload bytes in every 1514-byte frame
 C10 = 10e6 / 8 * 1448 / 1514
 
 
-def network(topology_type="star", clients=2, switches=1, bw=10, latency=0.0):
+def network(topology_type="star", clients=2, switches=1, bw=10, latency=0.0, cc="cubic"):
     config = ScenarioConfig(name="n", network_config=NetworkConfig(
         topology_type=topology_type, node_count=clients + 1, switch_count=switches, link_bandwidth_mbps=bw,
-        base_latency_ms=latency))
+        base_latency_ms=latency, tcp_congestion_control=cc))
     topo = build_topology(config)
     clock = VirtualClock()
     net = SimNetwork(clock, Controller(topo))
@@ -41,19 +41,15 @@ def test_a_capped_flow_leaves_its_share_to_the_others():
     assert rates == pytest.approx({"a": 1.0, "b": 4.0, "c": 4.0})
 
 
-def test_mathis_bound():
-    # MSS 1448 B, RTT 20 ms, p = 1%: 1448 / 0.02 * 1.22 / 0.1 = 883,280 B/s
-    assert mathis_rate(0.020, 0.01) == pytest.approx(883_280)
-    assert mathis_rate(0.020, 0.0) == math.inf
-
-
 # -- transfers ------------------------------------------------------------------------------
 
 def test_one_transfer_matches_the_analytic_time():
     net, clock = network(clients=1, latency=5.0)
     nbytes = 76_840
-    # path client_1 - s1 - fl_server: one way 10 ms, RTT 20 ms; set-up 1.5 RTT, then bytes/C, then one way
-    expected = 0.030 + nbytes / C10 + 0.010
+    # path client_1 - s1 - fl_server: one way 10 ms, RTT 20 ms; set-up 1.5 RTT, then bytes/C, then one way;
+    # slow start: the first round trip sends the initial window of 10 segments (14,480 B, 12.1 ms at C) and
+    # waits for its ACKs; the second's 28,960 B would take 24.2 ms, more than a round trip: C from then on
+    expected = 0.030 + 0.020 + (nbytes - 14_480) / C10 + 0.010
     (done,) = net.transfer([Flow("fl_server", "client_1", nbytes, 0.0)])
     assert done == pytest.approx(expected, rel=1e-9)
     assert clock.now() == pytest.approx(expected)
@@ -67,7 +63,23 @@ def test_two_clients_sharing_a_bottleneck_get_half_each():
     both = net2.transfer([Flow("fl_server", "client_1", nbytes, 0.0), Flow("fl_server", "client_2", nbytes, 0.0)])
     # the server's link carries both: each gets C/2, so the data phase takes twice as long
     assert both == pytest.approx([0.040 + 2 * nbytes / C10] * 2)
-    assert (both[0] - 0.040) / (alone - 0.040) == pytest.approx(2.0)
+    # alone, it waits for the first window's ACKs (12.1 ms of 20); at C/2 the first window takes longer
+    # than a round trip, so slow start costs the pair nothing
+    assert alone == pytest.approx(0.040 + 0.020 + (nbytes - 14_480) / C10)
+
+
+def test_loss_based_flows_share_by_rtt_and_finish_apart_bbr_flows_share_equally():
+    """client_1's path has no delay (RTT 0: no set-up, no slow start), client_2's link 1.5 ms each way (RTT
+    3 ms); both send C/2 bytes. client_1 is alone until client_2's set-up ends at 4.5 ms. Then cubic shares by
+    1 / (RTT + 1 ms), 1000 : 250, so 0.8 C : 0.2 C (client_2's first window, 14,480 B, takes 60 ms at 0.2 C:
+    longer than its round trip, no slow-start wait): client_1's last 0.4955 C take 0.619375 s; client_2 has
+    then sent 0.123875 C, and its last 0.376125 C go at C: done at 1.0 s plus its 1.5 ms one way. BBR shares
+    equally: client_1 ends at 0.0045 + 0.991 s, client_2 at 1.0 + 0.0015 s."""
+    for cc, near in (("cubic", 0.0045 + 0.4955 / 0.8), ("bbr", 0.0045 + 0.4955 / 0.5)):
+        net, _ = network(clients=2, latency=0.0, cc=cc)
+        net.apply(Condition(("client_2-s1",), extra_delay_ms=1.5))
+        a, b = net.transfer([Flow("client_1", "fl_server", 0.5 * C10, 0.0), Flow("client_2", "fl_server", 0.5 * C10, 0.0)])
+        assert (a, b) == (pytest.approx(near, rel=1e-9), pytest.approx(1.0015, rel=1e-9)), cc
 
 
 def test_rates_change_when_a_flow_starts_and_ends():
@@ -87,12 +99,17 @@ def test_a_condition_that_fires_mid_transfer_takes_effect_mid_transfer():
     assert done == pytest.approx(2.5)
 
 
-def test_loss_caps_a_flow_at_the_mathis_bound():
+def test_loss_caps_a_cubic_flow_at_padhyes_window_rate_and_charges_its_retransmissions():
     net, _ = network(clients=1, bw=100, latency=5.0)
     net.apply(Condition(("client_1-s1",), loss=0.01))
-    rate = 1448 / 0.020 * 1.22 / math.sqrt(0.01)  # RTT 20 ms, far below the 100 Mbit/s link
-    (done,) = net.transfer([Flow("client_1", "fl_server", int(rate), 0.0)])
-    assert done == pytest.approx(0.030 + int(rate) / rate + 0.010)
+    # RTT 20 ms, p = 1%: Padhye's MSS / (RTT sqrt(2bp/3)), b = 2, is 627,000 B/s, above cubic's own response
+    # (128,300 B/s) and far below the 100 Mbit/s link; 1% of what it sends is lost and sent again
+    rate = 1448 / (0.020 * math.sqrt(2 * 2 * 0.01 / 3))
+    goodput = rate * 0.99
+    # set-up: 1.5 RTT and, SYN or SYN-ACK lost with q = 1 - 0.99^2, Ts q / (1 - 2q) with Ts = 1 s
+    q = 1 - 0.99 ** 2
+    (done,) = net.transfer([Flow("client_1", "fl_server", 600_000, 0.0)])
+    assert done == pytest.approx(0.030 + q / (1 - 2 * q) + 600_000 / goodput + 0.010)
 
 
 def test_a_partitioned_flow_stalls_and_resumes():
@@ -119,35 +136,43 @@ def test_a_failed_mesh_link_reroutes_and_the_transfer_completes():
     assert [name for name, _ in net.controller.route("client_1", "fl_server")] == [
         "client_1-s2", "s2-s3", "s1-s3", "fl_server-s1"]
     (done,) = net.transfer([Flow("client_1", "fl_server", C10, 0.0)])
-    assert done == pytest.approx(1.5 * 0.040 + 1.0 + 0.020)  # four 5 ms links: RTT 40 ms
+    # four 5 ms links: RTT 40 ms; slow start sends 14,480 B and 28,960 B in the first two round trips (idle
+    # after 12.1 and 24.2 ms), then C: the third round's 57,920 B take longer than a round trip
+    assert done == pytest.approx(1.5 * 0.040 + 0.080 + (C10 - 43_440) / C10 + 0.020)
     assert net.controller.stats["reroutes"] >= 1
 
 
 def test_stats_sample_latency_loss_and_utilisation():
     net, clock = network(clients=1, latency=10.0)
-    net.apply(Condition(("client_1-s1",), extra_delay_ms=30, loss=0.1))
+    net.apply(Condition(("client_1-s1",), extra_delay_ms=30, loss=0.01))
     samples = []
     clock.scheduler.at(0.5, lambda: samples.extend([net.stats(), net.stats()]))
     net.transfer([Flow("fl_server", "client_1", 10 * C10, 0.0)])
     s, instant = samples
     assert s.latency_ms == pytest.approx((40 + 10) / 2)
-    assert s.packet_loss == pytest.approx(0.1 / 2)
-    # Mathis: RTT 2 * 50 ms, p = 0.1 -> 1448 / 0.1 * 1.22 / sqrt(0.1) B/s on both links of the path,
-    # from the end of the set-up (1.5 RTT = 0.15 s) on: averaged over the 0.5 s since the start,
-    # 0.35 s of it at that rate; a second sample at the same instant reads the rate itself
-    rate = 1448 / 0.1 * 1.22 / math.sqrt(0.1)
-    assert s.links["client_1-s1"]["utilization"] == pytest.approx(0.35 / 0.5 * rate / C10)
-    assert s.bandwidth_utilization == pytest.approx(0.35 / 0.5 * rate / C10)
+    assert s.packet_loss == pytest.approx(0.01 / 2)
+    # Padhye's window rate: RTT 2 * 50 ms, p = 1% -> 1448 / (0.1 sqrt(4 p / 3)) B/s sent on both links of
+    # the path, from the end of the set-up (1.5 RTT and the expected SYN timeouts) on; slow start's first
+    # window takes longer than a round trip at that rate. Averaged over the 0.5 s since the start; a second
+    # sample at the same instant reads the rate itself
+    rate = 1448 / (0.1 * math.sqrt(4 * 0.01 / 3))
+    q = 1 - 0.99 ** 2
+    sending = 0.5 - 0.15 - q / (1 - 2 * q)
+    # the lossy link, the path's last, drops 1% before it transmits: it carries 0.99 of the rate
+    assert s.links["fl_server-s1"]["utilization"] == pytest.approx(sending / 0.5 * rate / C10)
+    assert s.links["client_1-s1"]["utilization"] == pytest.approx(sending / 0.5 * rate * 0.99 / C10)
+    assert s.bandwidth_utilization == pytest.approx(sending / 0.5 * rate * 0.995 / C10)
     assert instant.links["fl_server-s1"]["utilization"] == pytest.approx(rate / C10)
 
 
 def test_utilisation_is_the_share_carried_over_the_interval_including_idle_time_and_capacity_changes():
     """10 Mbit/s link: 1 s of a transfer at full rate, then idle; bandwidth halved for the idle part.
     From 0 to 4 s the link could carry C10 * 2 + C10 / 2 * 2 bytes and carried C10 (1 s at full
-    rate, after a set-up of 1.5 RTT = 30 ms and with a 10 ms tail)."""
+    rate, after a set-up of 1.5 RTT = 30 ms, a first round trip of slow start that sends 14,480 B, and
+    with a 10 ms tail)."""
     net, clock = network(clients=1, latency=5.0)
     (done,) = net.transfer([Flow("fl_server", "client_1", C10, 0.0)])
-    assert done == pytest.approx(0.030 + 1.0 + 0.010)
+    assert done == pytest.approx(0.030 + 0.020 + (C10 - 14_480) / C10 + 0.010)
     clock.advance_to(2.0)
     net.apply(Condition(("client_1-s1", "fl_server-s1"), bandwidth_mbps=5))
     clock.advance_to(4.0)
