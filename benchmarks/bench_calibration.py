@@ -80,7 +80,18 @@ def replay(paths: list[str]) -> None:
         sim = simulated(cell)
         worst = max(worst, abs(sim / statistics.mean(cell["netns_seconds"]) - 1))
         print(row(cell, sim))
-    print(f"\nlargest |sim / netns - 1|: {worst:.1%} over {len(cells)} cells; n = transfers per cell")
+    print(f"\nlargest |sim / netns - 1|: {worst:.1%} over {len(cells)} cells; n = transfers per cell\n")
+    losses = sorted({c["loss"] for c in cells})
+    print("| cc | flows | Mbit/s | " + " | ".join(f"{p:.0%} loss: netns s, sim/netns" for p in losses) + " |")
+    print("|---|---|---|" + "---|" * len(losses))
+    for key in dict.fromkeys((c["cc"], c["flows"], c["bandwidth_mbps"]) for c in cells):
+        by_loss = {c["loss"]: c for c in cells if (c["cc"], c["flows"], c["bandwidth_mbps"]) == key}
+        parts = []
+        for p in losses:
+            c = by_loss.get(p)
+            mean = statistics.mean(c["netns_seconds"]) if c else None
+            parts.append(f"{mean:.2f}, {simulated(c) / mean:.2f}" if c else "")
+        print(f"| {key[0]} | {key[1]} | {key[2]:g} | " + " | ".join(parts) + " |")
 
 
 def main() -> None:

@@ -17,9 +17,10 @@ The loss model, for a flow of round-trip time R across a path that drops a share
   "BBR: congestion-based congestion control", ACM Queue 2016): it pays its retransmissions only;
 - a connection's set-up waits Linux's initial RTO (1 s, RFC 6298) per lost SYN or SYN-ACK, with
   backoff: E = R + Ts q / (1 - 2q) with q the chance either is lost (Cardwell, Savage & Anderson,
-  "Modeling TCP latency", INFOCOM 2000, section 2.1);
+  "Modeling TCP latency", INFOCOM 2000, section 2.1), over Linux's 6 retries;
 - slow start: the window starts at 10 segments (RFC 6928) and doubles every round trip until the flow
-  reaches its share (Cardwell et al. 2000, section 2.2, without delayed ACKs: Linux quick-acks at start).
+  reaches its share (Cardwell et al. 2000, section 2.2, without delayed ACKs: Linux quick-acks at start);
+  network/sim.py plays it in rounds.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ GOODPUT = 1448 / 1514
 INITIAL_WINDOW = 10  # segments, RFC 6928 (Linux's default)
 RTO_MIN_S = 0.2  # Linux's TCP_RTO_MIN
 SYN_RTO_S = 1.0  # Linux's TCP_TIMEOUT_INIT, RFC 6298's initial RTO
+SYN_RETRIES = 6  # Linux's net.ipv4.tcp_syn_retries
 CONGESTION_CONTROLS = ("cubic", "bbr", "reno")
 DELAYED_ACK_B = 2  # segments per ACK in Padhye's model (delayed ACKs)
 
@@ -113,20 +115,11 @@ def goodput(rate: float, loss: float, stall: float) -> float:
 
 def handshake_seconds(rtt_s: float, loss_forward: float, loss_back: float) -> float:
     """Set-up until the first data byte leaves, and the half round trip to the receiver: 1.5 RTT, plus
-    Cardwell et al.'s expected SYN timeouts, Ts q / (1 - 2q) with q = P(SYN or SYN-ACK lost)."""
+    Cardwell et al.'s expected SYN timeouts, Ts q / (1 - 2q) with q = P(SYN or SYN-ACK lost), summed over
+    the tries Linux makes (net.ipv4.tcp_syn_retries = 6): Ts q (1 - (2q)^6) / (1 - 2q), finite at any loss."""
     q = 1 - (1 - loss_forward) * (1 - loss_back)
-    if q >= 0.5:
-        return math.inf  # the expectation diverges: backoff doubles faster than attempts succeed
-    return 1.5 * rtt_s + SYN_RTO_S * q / (1 - 2 * q)
-
-
-def slow_start_cap(rtt_s: float, elapsed_s: float, mss: int = MSS_BYTES) -> float:
-    """The rate slow start allows `elapsed_s` after the first data left: a window of INITIAL_WINDOW
-    segments doubling every round trip, per round trip."""
-    if rtt_s <= 0:
-        return math.inf
-    rounds = math.floor(elapsed_s / rtt_s + 1e-9)
-    return INITIAL_WINDOW * mss * 2.0 ** min(rounds, 60) / rtt_s
+    waits = sum(q ** k * 2 ** (k - 1) for k in range(1, SYN_RETRIES + 1))
+    return 1.5 * rtt_s + SYN_RTO_S * waits
 
 
 def share_weight(cc: str, rtt_s: float) -> float:

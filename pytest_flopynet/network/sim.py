@@ -232,6 +232,14 @@ class SimNetwork:
         the flow's rate, then the flow waits for the round's ACKs; a round that ends with its window sent
         doubles it, one that ends with some of it unsent (the window has outgrown the flow's share) ends
         slow start. True if the flow's rate must change."""
+        if t.path is None:  # cut off: the round waits for a route
+            t.round_ends = math.inf
+            return False
+        if math.isinf(t.round_ends):  # a route again: the round starts over
+            t.window_left, t.round_ends = t.window, now + self._rtt(t.path)
+            return True
+        if t.window_left > 0 and t.rate > 0 and now + t.window_left / t.rate <= now:
+            t.window_left = 0.0  # what is left is below the clock's resolution: the window is out
         if t.round_ends <= now:
             if t.window_left > _DONE_BYTES:
                 t.window = t.window_left = 0.0
@@ -241,7 +249,7 @@ class SimNetwork:
                 t.window_left = t.window
                 t.round_ends = now + self._rtt(t.path)
             return True
-        return t.window_left <= _DONE_BYTES and t.rate > 0
+        return t.window_left <= _DONE_BYTES and t.rate > 0  # out: its rate drops to 0 until the round ends
 
     def _reroute(self, transfers: list[_Transfer], now: float) -> None:
         for t in transfers:
@@ -290,7 +298,7 @@ class SimNetwork:
             rates = max_min_rates(flows, capacity, caps, weights, usage)
         for t, p in fl.items():  # on average a flow sends what it delivers, retransmissions included
             loss = self._path_loss(p)
-            stall = stall_per_byte(cc, self._rtt(p), loss, min(capacity[hop] for hop in p))
+            stall = stall_per_byte(cc, self._rtt(p), loss, min((capacity[hop] for hop in p), default=math.inf))
             t.goodput = goodput(rates[t], loss, stall)
             t.rate = t.goodput / (1.0 - loss) if loss < 1.0 else 0.0
         self._bg_rates = {k: rates[k] for k in bg}

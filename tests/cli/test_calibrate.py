@@ -33,7 +33,7 @@ def test_sim_charges_loss_by_congestion_control_worked_by_hand():
     segment, each RTO = 0.201 s times Padhye's f(0.05)."""
     c10 = 10e6 / 8 * 1448 / 1514
     q = 1 - 0.95 ** 2
-    setup = 0.0015 + q / (1 - 2 * q)
+    setup = 0.0015 + q * (1 - (2 * q) ** 6) / (1 - 2 * q)  # six SYN retries
     bbr = calibrate("sim", nbytes=MB, bandwidth_mbps=10, rtt_ms=1, loss=0.05, congestion_control="bbr")
     assert bbr["seconds"] == pytest.approx(setup + MB / (c10 * 0.95) + 0.0005, rel=1e-9)
     f = 1.0555555

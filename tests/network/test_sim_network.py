@@ -106,10 +106,10 @@ def test_loss_caps_a_cubic_flow_at_padhyes_window_rate_and_charges_its_retransmi
     # (128,300 B/s) and far below the 100 Mbit/s link; 1% of what it sends is lost and sent again
     rate = 1448 / (0.020 * math.sqrt(2 * 2 * 0.01 / 3))
     goodput = rate * 0.99
-    # set-up: 1.5 RTT and, SYN or SYN-ACK lost with q = 1 - 0.99^2, Ts q / (1 - 2q) with Ts = 1 s
+    # set-up: 1.5 RTT and, SYN or SYN-ACK lost with q = 1 - 0.99^2, Ts q (1 - (2q)^6) / (1 - 2q), Ts = 1 s
     q = 1 - 0.99 ** 2
     (done,) = net.transfer([Flow("client_1", "fl_server", 600_000, 0.0)])
-    assert done == pytest.approx(0.030 + q / (1 - 2 * q) + 600_000 / goodput + 0.010)
+    assert done == pytest.approx(0.030 + q * (1 - (2 * q) ** 6) / (1 - 2 * q) + 600_000 / goodput + 0.010)
 
 
 def test_a_partitioned_flow_stalls_and_resumes():
@@ -119,6 +119,20 @@ def test_a_partitioned_flow_stalls_and_resumes():
     clock.scheduler.at(1.5, lambda: net.revert(handles.pop()))
     (done,) = net.transfer([Flow("client_1", "fl_server", C10, 0.0)])
     assert done == pytest.approx(2.0)  # 0.5 s sent, 1 s stalled, 0.5 s more
+
+
+def test_a_flow_cut_off_in_slow_start_starts_the_round_over_when_its_route_returns():
+    """RTT 20 ms: active from 30 ms, the first window (14,480 B) would leave by 42.1 ms, but the link goes
+    down at 35 ms (5 ms x C sent). Back at 1.035 s the round starts over: 14,480 B, a wait until 1.055 s,
+    then a round of 20 ms at C (the 28,960 B window outlasts it: slow start ends at 1.075 s), then the
+    rest at C, and the last byte's 10 ms."""
+    net, clock = network(clients=1, latency=5.0)
+    handles = []
+    clock.scheduler.at(0.035, lambda: handles.append(net.apply(Condition(("client_1-s1",), down=True))))
+    clock.scheduler.at(1.035, lambda: net.revert(handles.pop()))
+    (done,) = net.transfer([Flow("client_1", "fl_server", C10, 0.0)])
+    sent = 0.005 * C10 + 14_480 + 0.020 * C10
+    assert done == pytest.approx(1.075 + (C10 - sent) / C10 + 0.010, rel=1e-9)
 
 
 def test_a_transfer_that_misses_its_deadline_reports_none():
@@ -157,7 +171,7 @@ def test_stats_sample_latency_loss_and_utilisation():
     # sample at the same instant reads the rate itself
     rate = 1448 / (0.1 * math.sqrt(4 * 0.01 / 3))
     q = 1 - 0.99 ** 2
-    sending = 0.5 - 0.15 - q / (1 - 2 * q)
+    sending = 0.5 - 0.15 - q * (1 - (2 * q) ** 6) / (1 - 2 * q)
     # the lossy link, the path's last, drops 1% before it transmits: it carries 0.99 of the rate
     assert s.links["fl_server-s1"]["utilization"] == pytest.approx(sending / 0.5 * rate / C10)
     assert s.links["client_1-s1"]["utilization"] == pytest.approx(sending / 0.5 * rate * 0.99 / C10)
