@@ -114,12 +114,12 @@ def goodput(rate: float, loss: float, stall: float) -> float:
 
 
 def handshake_seconds(rtt_s: float, loss_forward: float, loss_back: float) -> float:
-    """Set-up until the first data byte leaves, and the half round trip to the receiver: 1.5 RTT, plus
+    """Set-up until the first data byte leaves: a round trip (SYN, SYN-ACK; the ACK goes with the data), plus
     Cardwell et al.'s expected SYN timeouts, Ts q / (1 - 2q) with q = P(SYN or SYN-ACK lost), summed over
     the tries Linux makes (net.ipv4.tcp_syn_retries = 6): Ts q (1 - (2q)^6) / (1 - 2q), finite at any loss."""
     q = 1 - (1 - loss_forward) * (1 - loss_back)
     waits = sum(q ** k * 2 ** (k - 1) for k in range(1, SYN_RETRIES + 1))
-    return 1.5 * rtt_s + SYN_RTO_S * waits
+    return rtt_s + SYN_RTO_S * waits
 
 
 def share_weight(cc: str, rtt_s: float) -> float:

@@ -6,7 +6,7 @@ under the path's loss (network/flows.py: the window, retransmission timeouts) an
 rates are recomputed whenever a flow starts or ends, slow start doubles a window, or a condition
 changes a link, so an event that fires mid-transfer takes effect mid-transfer. A lossy path delivers
 1 - p of what a flow sends (the rest is retransmitted). Each transfer also pays a connection set-up
-(1.5 RTT, plus the expected SYN timeouts under loss) before its first byte and the one-way
+(1 RTT, plus the expected SYN timeouts under loss) before its first byte and the one-way
 propagation delay after its last. Background flows (floods) compete like any TCP flow; with the
 controller's traffic_prioritization on, FL flows are served first and background flows share what
 is left.

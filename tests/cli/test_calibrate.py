@@ -13,9 +13,9 @@ MB = 1_000_000
 
 
 def simulated_seconds(nbytes: int, mbps: float, rtt_s: float, flows: int = 1) -> float:
-    """The sim's model: connection set-up 1.5 RTT, then the bytes at max-min fair TCP goodput (1448 payload
+    """The sim's model: connection set-up 1 RTT, then the bytes at max-min fair TCP goodput (1448 payload
     bytes per 1514-byte frame) sharing the bottleneck, then the last byte's half RTT."""
-    return 1.5 * rtt_s + nbytes * 8 / (mbps * 1e6 / flows * 1448 / 1514) + rtt_s / 2
+    return rtt_s + nbytes * 8 / (mbps * 1e6 / flows * 1448 / 1514) + rtt_s / 2
 
 
 @pytest.mark.parametrize("flows", [1, 3])
@@ -33,7 +33,7 @@ def test_sim_charges_loss_by_congestion_control_worked_by_hand():
     segment, each RTO = 0.201 s times Padhye's f(0.05)."""
     c10 = 10e6 / 8 * 1448 / 1514
     q = 1 - 0.95 ** 2
-    setup = 0.0015 + q * (1 - (2 * q) ** 6) / (1 - 2 * q)  # six SYN retries
+    setup = 0.001 + q * (1 - (2 * q) ** 6) / (1 - 2 * q)  # six SYN retries
     bbr = calibrate("sim", nbytes=MB, bandwidth_mbps=10, rtt_ms=1, loss=0.05, congestion_control="bbr")
     assert bbr["seconds"] == pytest.approx(setup + MB / (c10 * 0.95) + 0.0005, rel=1e-9)
     f = 1.0555555
@@ -48,8 +48,8 @@ def test_the_command_prints_a_line_or_json_and_refuses_bad_values_in_one_line(tm
            "--rtt-ms", "4"]
     line = subprocess.run(cli, capture_output=True, text=True)
     assert line.returncode == 0, line.stderr
-    assert line.stdout.strip() == ("1 flow of 1000000 bytes over 10 Mbit/s, 4 ms RTT, 0.0% loss, cubic on sim: 0.844 s, "
-                                   "goodput 9.47 Mbit/s")
+    assert line.stdout.strip() == ("1 flow of 1000000 bytes over 10 Mbit/s, 4 ms RTT, 0.0% loss, cubic on sim: 0.842 s, "
+                                   "goodput 9.50 Mbit/s")
     piped = subprocess.run([*cli, "--flows", "2", "--json", "-"], capture_output=True, text=True)
     data = json.loads(piped.stdout)
     assert (data["flows"], data["bytes"], data["loss"]) == (2, MB, 0.0)

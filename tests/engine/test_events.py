@@ -36,8 +36,8 @@ def durations(result):
 
 
 def transfer(n_sharing, rtt, mbps=10.0, nbytes=LOGREG_BYTES):
-    """n flows sharing the server's link: 1.5 RTT set-up, n x bytes / C, then one way."""
-    return 1.5 * rtt + n_sharing * nbytes / C(mbps) + rtt / 2
+    """n flows sharing the server's link: 1 RTT set-up, n x bytes / C, then one way."""
+    return rtt + n_sharing * nbytes / C(mbps) + rtt / 2
 
 
 def compute(gflops=20.0, samples=100):
@@ -73,7 +73,7 @@ def test_uniform_packet_loss_caps_flows_at_the_window_rate_and_costs_syn_timeout
     # 100 Mbit/s / 3; 99% of it delivered; the set-up waits the expected SYN timeouts, Ts q / (1 - 2q)
     window = 1448 / (0.020 * math.sqrt(2 * 2 * 0.01 / 3))
     q = 1 - 0.99 ** 2
-    one = 0.030 + q * (1 - (2 * q) ** 6) / (1 - 2 * q) + LOGREG_BYTES / (window * 0.99) + 0.010
+    one = 0.020 + q * (1 - (2 * q) ** 6) / (1 - 2 * q) + LOGREG_BYTES / (window * 0.99) + 0.010
     assert d == pytest.approx(2 * one + compute(), rel=1e-6)
 
 

@@ -27,9 +27,9 @@ def test_one_round_takes_the_analytic_time(tiny_config):
                          net={"node_count": 2, "link_bandwidth_mbps": 10, "base_latency_ms": 5})
     nbytes = 4 * (64 * 256 + 256 + 256 * 10 + 10)
     one_way, rtt = 0.010, 0.020  # two 5 ms links between client and server
-    # set-up 1.5 RTT; slow start: the first round trip carries the initial window (10 x 1448 B) and waits for
+    # set-up 1 RTT; slow start: the first round trip carries the initial window (10 x 1448 B) and waits for
     # its ACKs, then the rest goes at C; the last byte's one way
-    transfer = 1.5 * rtt + rtt + (nbytes - 14_480) / C(10) + one_way
+    transfer = rtt + rtt + (nbytes - 14_480) / C(10) + one_way
     compute = 100 * 1 * 3 * 2 * (64 * 256 + 256 * 10) / 2e10  # samples x epochs x 3 x forward FLOPs / device
     result = run_scenario(config, seed=1)
     (rnd,) = result.rounds
@@ -51,7 +51,7 @@ def test_a_30_minute_scenario_reports_scenario_time(tiny_config):
     assert summary["total_duration_minutes"] == pytest.approx(30.0)
     nbytes = 4 * (64 * 10 + 10)
     # each direction: 10 flows share the server's link: 10 * bytes / C, plus set-up and propagation
-    round_time = 2 * (1.5 * 0.040 + 10 * nbytes / C(0.025) + 0.020)
+    round_time = 2 * (0.040 + 10 * nbytes / C(0.025) + 0.020)
     assert summary["fl_rounds_completed"] == int(1800 // round_time)
     times, _ = result.metrics.series("network_latency_ms")
     # sampled every 10 s of scenario time, 0..1800, and at every round's start and end, once per instant

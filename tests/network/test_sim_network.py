@@ -46,10 +46,10 @@ def test_a_capped_flow_leaves_its_share_to_the_others():
 def test_one_transfer_matches_the_analytic_time():
     net, clock = network(clients=1, latency=5.0)
     nbytes = 76_840
-    # path client_1 - s1 - fl_server: one way 10 ms, RTT 20 ms; set-up 1.5 RTT, then bytes/C, then one way;
+    # path client_1 - s1 - fl_server: one way 10 ms, RTT 20 ms; set-up 1 RTT, then bytes/C, then one way;
     # slow start: the first round trip sends the initial window of 10 segments (14,480 B, 12.1 ms at C) and
     # waits for its ACKs; the second's 28,960 B would take 24.2 ms, more than a round trip: C from then on
-    expected = 0.030 + 0.020 + (nbytes - 14_480) / C10 + 0.010
+    expected = 0.020 + 0.020 + (nbytes - 14_480) / C10 + 0.010
     (done,) = net.transfer([Flow("fl_server", "client_1", nbytes, 0.0)])
     assert done == pytest.approx(expected, rel=1e-9)
     assert clock.now() == pytest.approx(expected)
@@ -62,20 +62,20 @@ def test_two_clients_sharing_a_bottleneck_get_half_each():
     net2, _ = network(clients=2, latency=5.0)
     both = net2.transfer([Flow("fl_server", "client_1", nbytes, 0.0), Flow("fl_server", "client_2", nbytes, 0.0)])
     # the server's link carries both: each gets C/2, so the data phase takes twice as long
-    assert both == pytest.approx([0.040 + 2 * nbytes / C10] * 2)
+    assert both == pytest.approx([0.030 + 2 * nbytes / C10] * 2)
     # alone, it waits for the first window's ACKs (12.1 ms of 20); at C/2 the first window takes longer
     # than a round trip, so slow start costs the pair nothing
-    assert alone == pytest.approx(0.040 + 0.020 + (nbytes - 14_480) / C10)
+    assert alone == pytest.approx(0.030 + 0.020 + (nbytes - 14_480) / C10)
 
 
 def test_loss_based_flows_share_by_rtt_and_finish_apart_bbr_flows_share_equally():
     """client_1's path has no delay (RTT 0: no set-up, no slow start), client_2's link 1.5 ms each way (RTT
-    3 ms); both send C/2 bytes. client_1 is alone until client_2's set-up ends at 4.5 ms. Then cubic shares by
+    3 ms); both send C/2 bytes. client_1 is alone until client_2's set-up ends at 3 ms. Then cubic shares by
     1 / (RTT + 1 ms), 1000 : 250, so 0.8 C : 0.2 C (client_2's first window, 14,480 B, takes 60 ms at 0.2 C:
-    longer than its round trip, no slow-start wait): client_1's last 0.4955 C take 0.619375 s; client_2 has
-    then sent 0.123875 C, and its last 0.376125 C go at C: done at 1.0 s plus its 1.5 ms one way. BBR shares
-    equally: client_1 ends at 0.0045 + 0.991 s, client_2 at 1.0 + 0.0015 s."""
-    for cc, near in (("cubic", 0.0045 + 0.4955 / 0.8), ("bbr", 0.0045 + 0.4955 / 0.5)):
+    longer than its round trip, no slow-start wait): client_1's last 0.497 C take 0.62125 s; client_2 has
+    then sent 0.12425 C, and its last 0.37575 C go at C: done at 1.0 s plus its 1.5 ms one way. BBR shares
+    equally: client_1 ends at 0.003 + 0.994 s, client_2 at 1.0 + 0.0015 s."""
+    for cc, near in (("cubic", 0.003 + 0.497 / 0.8), ("bbr", 0.003 + 0.497 / 0.5)):
         net, _ = network(clients=2, latency=0.0, cc=cc)
         net.apply(Condition(("client_2-s1",), extra_delay_ms=1.5))
         a, b = net.transfer([Flow("client_1", "fl_server", 0.5 * C10, 0.0), Flow("client_2", "fl_server", 0.5 * C10, 0.0)])
@@ -106,10 +106,10 @@ def test_loss_caps_a_cubic_flow_at_padhyes_window_rate_and_charges_its_retransmi
     # (128,300 B/s) and far below the 100 Mbit/s link; 1% of what it sends is lost and sent again
     rate = 1448 / (0.020 * math.sqrt(2 * 2 * 0.01 / 3))
     goodput = rate * 0.99
-    # set-up: 1.5 RTT and, SYN or SYN-ACK lost with q = 1 - 0.99^2, Ts q (1 - (2q)^6) / (1 - 2q), Ts = 1 s
+    # set-up: 1 RTT and, SYN or SYN-ACK lost with q = 1 - 0.99^2, Ts q (1 - (2q)^6) / (1 - 2q), Ts = 1 s
     q = 1 - 0.99 ** 2
     (done,) = net.transfer([Flow("client_1", "fl_server", 600_000, 0.0)])
-    assert done == pytest.approx(0.030 + q * (1 - (2 * q) ** 6) / (1 - 2 * q) + 600_000 / goodput + 0.010)
+    assert done == pytest.approx(0.020 + q * (1 - (2 * q) ** 6) / (1 - 2 * q) + 600_000 / goodput + 0.010)
 
 
 def test_a_partitioned_flow_stalls_and_resumes():
@@ -122,17 +122,17 @@ def test_a_partitioned_flow_stalls_and_resumes():
 
 
 def test_a_flow_cut_off_in_slow_start_starts_the_round_over_when_its_route_returns():
-    """RTT 20 ms: active from 30 ms, the first window (14,480 B) would leave by 42.1 ms, but the link goes
-    down at 35 ms (5 ms x C sent). Back at 1.035 s the round starts over: 14,480 B, a wait until 1.055 s,
-    then a round of 20 ms at C (the 28,960 B window outlasts it: slow start ends at 1.075 s), then the
+    """RTT 20 ms: active from 20 ms, the first window (14,480 B) would leave by 32.1 ms, but the link goes
+    down at 25 ms (5 ms x C sent). Back at 1.025 s the round starts over: 14,480 B, a wait until 1.045 s,
+    then a round of 20 ms at C (the 28,960 B window outlasts it: slow start ends at 1.065 s), then the
     rest at C, and the last byte's 10 ms."""
     net, clock = network(clients=1, latency=5.0)
     handles = []
-    clock.scheduler.at(0.035, lambda: handles.append(net.apply(Condition(("client_1-s1",), down=True))))
-    clock.scheduler.at(1.035, lambda: net.revert(handles.pop()))
+    clock.scheduler.at(0.025, lambda: handles.append(net.apply(Condition(("client_1-s1",), down=True))))
+    clock.scheduler.at(1.025, lambda: net.revert(handles.pop()))
     (done,) = net.transfer([Flow("client_1", "fl_server", C10, 0.0)])
     sent = 0.005 * C10 + 14_480 + 0.020 * C10
-    assert done == pytest.approx(1.075 + (C10 - sent) / C10 + 0.010, rel=1e-9)
+    assert done == pytest.approx(1.065 + (C10 - sent) / C10 + 0.010, rel=1e-9)
 
 
 def test_a_transfer_that_misses_its_deadline_reports_none():
@@ -152,7 +152,7 @@ def test_a_failed_mesh_link_reroutes_and_the_transfer_completes():
     (done,) = net.transfer([Flow("client_1", "fl_server", C10, 0.0)])
     # four 5 ms links: RTT 40 ms; slow start sends 14,480 B and 28,960 B in the first two round trips (idle
     # after 12.1 and 24.2 ms), then C: the third round's 57,920 B take longer than a round trip
-    assert done == pytest.approx(1.5 * 0.040 + 0.080 + (C10 - 43_440) / C10 + 0.020)
+    assert done == pytest.approx(0.040 + 0.080 + (C10 - 43_440) / C10 + 0.020)
     assert net.controller.stats["reroutes"] >= 1
 
 
@@ -166,12 +166,12 @@ def test_stats_sample_latency_loss_and_utilisation():
     assert s.latency_ms == pytest.approx((40 + 10) / 2)
     assert s.packet_loss == pytest.approx(0.01 / 2)
     # Padhye's window rate: RTT 2 * 50 ms, p = 1% -> 1448 / (0.1 sqrt(4 p / 3)) B/s sent on both links of
-    # the path, from the end of the set-up (1.5 RTT and the expected SYN timeouts) on; slow start's first
+    # the path, from the end of the set-up (1 RTT and the expected SYN timeouts) on; slow start's first
     # window takes longer than a round trip at that rate. Averaged over the 0.5 s since the start; a second
     # sample at the same instant reads the rate itself
     rate = 1448 / (0.1 * math.sqrt(4 * 0.01 / 3))
     q = 1 - 0.99 ** 2
-    sending = 0.5 - 0.15 - q * (1 - (2 * q) ** 6) / (1 - 2 * q)
+    sending = 0.5 - 0.10 - q * (1 - (2 * q) ** 6) / (1 - 2 * q)
     # the lossy link, the path's last, drops 1% before it transmits: it carries 0.99 of the rate
     assert s.links["fl_server-s1"]["utilization"] == pytest.approx(sending / 0.5 * rate / C10)
     assert s.links["client_1-s1"]["utilization"] == pytest.approx(sending / 0.5 * rate * 0.99 / C10)
@@ -182,11 +182,11 @@ def test_stats_sample_latency_loss_and_utilisation():
 def test_utilisation_is_the_share_carried_over_the_interval_including_idle_time_and_capacity_changes():
     """10 Mbit/s link: 1 s of a transfer at full rate, then idle; bandwidth halved for the idle part.
     From 0 to 4 s the link could carry C10 * 2 + C10 / 2 * 2 bytes and carried C10 (1 s at full
-    rate, after a set-up of 1.5 RTT = 30 ms, a first round trip of slow start that sends 14,480 B, and
+    rate, after a set-up of 1 RTT = 20 ms, a first round trip of slow start that sends 14,480 B, and
     with a 10 ms tail)."""
     net, clock = network(clients=1, latency=5.0)
     (done,) = net.transfer([Flow("fl_server", "client_1", C10, 0.0)])
-    assert done == pytest.approx(0.030 + 0.020 + (C10 - 14_480) / C10 + 0.010)
+    assert done == pytest.approx(0.020 + 0.020 + (C10 - 14_480) / C10 + 0.010)
     clock.advance_to(2.0)
     net.apply(Condition(("client_1-s1", "fl_server-s1"), bandwidth_mbps=5))
     clock.advance_to(4.0)

@@ -59,10 +59,10 @@ def test_the_stall_of_a_cubic_flow_at_5_percent_loss_worked_by_hand():
 
 
 def test_cardwells_handshake_with_syn_timeouts():
-    # 1.5 RTT, and with q = 1 - (1 - 0.05)^2 = 0.0975 of SYN or SYN-ACK lost: Ts q / (1 - 2q) over six
+    # 1 RTT, and with q = 1 - (1 - 0.05)^2 = 0.0975 of SYN or SYN-ACK lost: Ts q / (1 - 2q) over six
     # retries, Ts q (1 - (2q)^6) / (1 - 2q) = 0.121111 s
-    assert handshake_seconds(0.010, 0.05, 0.05) == pytest.approx(0.015 + 0.0975 * (1 - 0.195**6) / 0.805)
-    assert handshake_seconds(0.010, 0.0, 0.0) == pytest.approx(0.015)
+    assert handshake_seconds(0.010, 0.05, 0.05) == pytest.approx(0.010 + 0.0975 * (1 - 0.195**6) / 0.805)
+    assert handshake_seconds(0.010, 0.0, 0.0) == pytest.approx(0.010)
     # past q = 1/2 the series would diverge; six tries bound it: q = 0.75 -> 0.75 + 1.125 + ... = 15.6 s
     assert handshake_seconds(0.0, 0.5, 0.5) == pytest.approx(sum(0.75**k * 2 ** (k - 1) for k in range(1, 7)))
 

@@ -210,11 +210,11 @@ def test_parametrised_event_fixtures_give_one_test_per_value(project):
         def test_latency(scenario, latency):
             result = scenario.run()
             first = result.rounds[0]["end_time"] - result.rounds[0]["start_time"]
-            # a transfer costs 2 RTTs (1.5 set-up, 0.5 propagation) plus 3 x bytes / C; a round is two
+            # a transfer costs 1.5 RTTs (1 set-up, 0.5 propagation) plus 3 x bytes / C; a round is two
             # transfers and 100 samples x 3 epochs x 3 x 1280 FLOPs at 20 GFLOP/s
-            base = 2 * (0.040 + 3 * 2600 / (10e6 / 8 * 1448 / 1514)) + 300 * 3 * 1280 / 20e9
-            # +ms on both links of a path: RTT + 4 ms, so + 8 ms per transfer, + 16 ms per round
-            extra = 16 * latency.parameters["latency_increase_ms"] / 1000
+            base = 2 * (0.030 + 3 * 2600 / (10e6 / 8 * 1448 / 1514)) + 300 * 3 * 1280 / 20e9
+            # +ms on both links of a path: RTT + 4 ms, so + 6 ms per transfer, + 12 ms per round
+            extra = 12 * latency.parameters["latency_increase_ms"] / 1000
             assert first == pytest.approx(base + extra, rel=1e-6)
     """))
     result = project.runpytest_subprocess("test_param.py", "-v")
