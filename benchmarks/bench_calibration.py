@@ -8,7 +8,7 @@ nothing). Needs what the netns backend needs (root, Open vSwitch, nftables, Ryu'
 Each cell sends --seconds worth of lossless transfer (bandwidth x seconds bytes per flow), --repeat times
 on the same lab; the table gives the mean and the spread (min-max) of the netns times, the sim's time at
 the lab's measured RTT, and per transfer the retransmitted segments and retransmission timeouts
-(nstat's TcpRetransSegs and TcpExtTCPTimeouts in the clients' namespaces).
+(nstat's TcpRetransSegs and TcpExtTCPTimeouts, summed over the hosts' namespaces).
 """
 from __future__ import annotations
 
@@ -24,14 +24,16 @@ from bench_fl import cpu_name  # beside this script
 from pytest_flopynet.commands.calibrate import Bottleneck, calibrate
 from pytest_flopynet.network.lab import tool
 
-COUNTERS = ("TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPLossProbes", "TcpExtTCPSynRetrans", "TcpOutSegs", "TcpExtTCPLostRetransmit", "TcpExtTCPSpuriousRTOs", "TcpExtTCPSackRecovery", "TcpExtTCPLossProbeRecovery", "TcpExtTCPDSACKRecv", "TcpExtTCPSACKReorder")
+COUNTERS = ("TcpRetransSegs", "TcpExtTCPTimeouts", "TcpExtTCPLossProbes", "TcpExtTCPSynRetrans", "TcpOutSegs",
+            "TcpExtTCPLostRetransmit", "TcpExtTCPSpuriousRTOs", "TcpExtTCPSackRecovery", "TcpExtTCPLossProbeRecovery",
+            "TcpExtTCPDSACKRecv", "TcpExtTCPSACKReorder")
 
 
 def counters(bottleneck: Bottleneck) -> dict[str, int]:
     """The hosts' TCP counters summed (each namespace has its own)."""
     lab, total = bottleneck.net.lab, dict.fromkeys(COUNTERS, 0)
-    for client in bottleneck.topology.hosts:
-        out = subprocess.run([tool("ip"), "netns", "exec", lab.ns(client), "nstat", "-asz", *COUNTERS],
+    for host in bottleneck.topology.hosts:
+        out = subprocess.run([tool("ip"), "netns", "exec", lab.ns(host), "nstat", "-asz", *COUNTERS],
                              capture_output=True, text=True).stdout
         for line in out.splitlines():
             parts = line.split()

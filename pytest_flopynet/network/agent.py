@@ -60,17 +60,15 @@ def _receive(conn: socket.socket) -> None:
             report(ev="received", id=flow, bytes=got, t=time.monotonic())
 
 
-CONGESTION_CONTROL: bytes | None = None  # set on every socket (accepted ones inherit the listener's)
-
-
-def _congested(sock: socket.socket) -> socket.socket:
-    if CONGESTION_CONTROL:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, CONGESTION_CONTROL)
+def _congested(sock: socket.socket, cc: str | None) -> socket.socket:
+    """The socket with congestion control cc (None: the namespace's); accepted sockets inherit the listener's."""
+    if cc:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
     return sock
 
 
-def _listen(address: str, port: int) -> socket.socket:
-    server = _congested(socket.create_server((address, port), backlog=128))
+def _listen(address: str, port: int, cc: str | None = None) -> socket.socket:
+    server = _congested(socket.create_server((address, port), backlog=128), cc)
 
     def accept() -> None:
         while True:
@@ -80,19 +78,9 @@ def _listen(address: str, port: int) -> socket.socket:
     return server
 
 
-def _connect(host: str, port: int, timeout: float) -> socket.socket:
-    sock = _congested(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-    sock.settimeout(timeout)
-    try:
-        sock.connect((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 class Sender:
-    def __init__(self) -> None:
+    def __init__(self, cc: str | None = None) -> None:
+        self.cc = cc
         self.stopped: dict[int, threading.Event] = {}
 
     def start(self, order: dict) -> None:
@@ -107,7 +95,9 @@ class Sender:
     def _send(self, order: dict, stop: threading.Event) -> None:
         flow, nbytes = order["id"], int(order.get("bytes", 0))
         try:
-            with _connect(order["host"], order["port"], order.get("timeout", 600)) as sock:
+            # the handshake does not depend on the congestion control: set once connected
+            with _congested(socket.create_connection((order["host"], order["port"]), timeout=order.get("timeout", 600)),
+                            self.cc) as sock:
                 if stop.is_set():  # stopped while connecting (a partition healed after the flow was given up)
                     return
                 sock.settimeout(0.1)  # wake up now and then to see a stop order
@@ -141,12 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ports", default=f"{FL_PORT},{BULK_PORT}", help="FL port and bulk port")
     p.add_argument("--congestion-control", help="TCP congestion control of every connection (cubic, bbr, reno)")
     args = p.parse_args(argv)
-    global CONGESTION_CONTROL
-    CONGESTION_CONTROL = args.congestion_control.encode() if args.congestion_control else None
     ports = [int(x) for x in args.ports.split(",")]
-    servers = [_listen(args.address, port) for port in ports]
+    servers = [_listen(args.address, port, args.congestion_control) for port in ports]
     report(ev="ready", ports=[s.getsockname()[1] for s in servers])
-    sender = Sender()
+    sender = Sender(args.congestion_control)
     for line in sys.stdin:
         order = json.loads(line)
         if order["op"] in ("send", "flood"):

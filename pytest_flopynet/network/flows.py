@@ -10,7 +10,7 @@ The loss model, for a flow of round-trip time R across a path that drops a share
   Firoiu, Towsley & Kurose, "Modeling TCP throughput" (SIGCOMM 1998), eq. 31, with its window-limited
   term as the cap below. Padhye's own Q = min(1, 3/w) is for Reno without SACK under bursty loss; on
   Linux (SACK, RACK-TLP) under random loss timeouts are rarer by one to two orders of magnitude, so Q
-  is Linux's, measured (TIMEOUTS_PER_LOST_SEGMENT, scaled by the flow's rate);
+  is Linux's, measured (TIMEOUTS_PER_LOST_SEGMENT, scaled by the bottleneck's rate);
 - the window caps the rate: reno at Padhye's MSS / (R sqrt(2bp/3)), cubic at the larger of that and
   its own response function (RFC 9438 section 5.1, C = 0.4, beta = 0.7);
 - BBR paces at the bottleneck rate it measures and does not back off on random loss (Cardwell et al.,
@@ -36,7 +36,6 @@ INITIAL_WINDOW = 10  # segments, RFC 6928 (Linux's default)
 RTO_MIN_S = 0.2  # Linux's TCP_RTO_MIN
 SYN_RTO_S = 1.0  # Linux's TCP_TIMEOUT_INIT, RFC 6298's initial RTO
 SYN_RETRIES = 6  # Linux's net.ipv4.tcp_syn_retries
-CONGESTION_CONTROLS = ("cubic", "bbr", "reno")
 DELAYED_ACK_B = 2  # segments per ACK in Padhye's model (delayed ACKs)
 
 # Timeouts per lost segment, Q(p), for loss-based control on Linux 6.18 (SACK, RACK-TLP) under random loss,

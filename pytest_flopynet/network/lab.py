@@ -166,10 +166,11 @@ class NetnsLab:
         try:
             self.switch_namespace()
             self._start_ovs()
+            cc = self._congestion_control()
             for host, ns in self.namespaces.items():
                 sh("ip", "netns", "add", ns)
                 sh("ip", "-n", ns, "link", "set", "lo", "up")
-                self._congestion_control(ns)
+                sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={cc}", check=False)
             for switch, bridge in self.bridges.items():
                 dpid = f"other-config:datapath-id={self.dpids[switch]:016x}"
                 if self.controller:
@@ -187,17 +188,18 @@ class NetnsLab:
             raise
         return self
 
-    def _congestion_control(self, ns: str) -> None:
-        """The topology's TCP congestion control as a host namespace's default (a per-namespace sysctl since
-        Linux 4.15), so that every program started there uses it. The kernel lets a namespace other than the
-        first choose only among net.ipv4.tcp_allowed_congestion_control; where the choice is not allowed the
-        default stays the kernel's and the transfer agents set it on each socket (TCP_CONGESTION, which root
-        may set to any available one)."""
+    def _congestion_control(self) -> str:
+        """The topology's TCP congestion control, which start() makes each host namespace's default (a
+        per-namespace sysctl since Linux 4.15), so that every program started there uses it. The kernel lets
+        a namespace other than the first choose only among net.ipv4.tcp_allowed_congestion_control; where
+        the choice is not allowed the default stays the kernel's and the transfer agents set it on each
+        socket (TCP_CONGESTION, which root may set to any available one)."""
         cc = self.topology.congestion_control
         have = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
         if cc not in have:
-            raise UnavailableError(f"this kernel has no TCP congestion control {cc!r} (it has {', '.join(have)}; modprobe tcp_{cc})")
-        sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={cc}", check=False)
+            raise UnavailableError(f"this kernel has no TCP congestion control {cc!r} (it has {', '.join(have)}; "
+                                   f"modprobe tcp_{cc})")
+        return cc
 
     def _loops(self) -> bool:
         switches = self.topology.graph.subgraph(self.topology.switches)
