@@ -5,7 +5,12 @@ HTB to the bandwidth. Prints seconds per cell, real (mean of --repeat) and simul
 Needs root, iproute2, tc and ethtool.
 
     python benchmarks/bench_delay_line.py [--rtts 20 100] [--bandwidths 5] [--losses 0 0.01 0.05]
-        [--cc cubic bbr] [--seconds 3] [--repeat 3]
+        [--cc cubic bbr] [--seconds 3] [--repeat 3] [--jsonl FILE] | --replay FILE...
+
+Per transfer the sender's retransmitted segments and retransmission timeouts (nstat) are printed too, and
+with --jsonl each cell (times and mean counters) is appended to FILE; --replay prints such files' cells
+again with the sim as it is now (no root needed). A lost SYN costs a real transfer 1 s (Linux's initial RTO)
+and the sim its expectation: the last columns compare the two without them.
 
 The delay line is Python: good for a few thousand frames a second (5-10 Mbit/s), not for line rate.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import os
 import random
 import select
@@ -25,7 +31,10 @@ import warnings
 
 from bench_fl import cpu_name  # beside this script
 
+from bench_calibration import COUNTERS  # beside this script
+
 from pytest_flopynet.commands.calibrate import calibrate
+from pytest_flopynet.network.flows import SYN_RTO_S, handshake_seconds
 
 NS = ("fndla", "fndlm", "fndlb")
 ETH_P_ALL = 0x0003
@@ -112,6 +121,19 @@ s.shutdown(socket.SHUT_WR); s.recv(1)
 """
 
 
+def counters() -> dict[str, int]:
+    """The sender's TCP counters since its namespace was made (nstat's history file is per user, not per
+    namespace: absolute values, differenced by the caller)."""
+    out = subprocess.run(["ip", "netns", "exec", NS[0], "nstat", "-asz", *COUNTERS],
+                         capture_output=True, text=True).stdout
+    got = dict.fromkeys(COUNTERS, 0)
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0] in got:
+            got[parts[0]] = int(parts[1])
+    return got
+
+
 def measure(cc: str, nbytes: int, receiver: subprocess.Popen) -> float:
     receiver.stdin.write(f"{nbytes}\n")
     receiver.stdin.flush()
@@ -120,7 +142,42 @@ def measure(cc: str, nbytes: int, receiver: subprocess.Popen) -> float:
     return float(receiver.stdout.readline()) - float(out.split()[0])
 
 
+HEADER = ("| cc | Mbit/s | RTT ms | loss | bytes | real s (min-max) | sim s | sim / real | retrans | RTOs | "
+          "SYN retries | sim / real without SYN waits |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def row(cell: dict) -> tuple[str, float]:
+    """A table row for a measured cell, the sim at the same RTT, and the ratio without SYN waits."""
+    times, per = cell["seconds"], cell["counters"]
+    mean, syn = statistics.mean(times), per["TcpExtTCPSynRetrans"]
+    rtt_s, loss = cell["rtt_ms"] / 1000, cell["loss"]
+    sim = calibrate("sim", nbytes=cell["bytes"], bandwidth_mbps=cell["bandwidth_mbps"], rtt_ms=cell["rtt_ms"],
+                    loss=loss, congestion_control=cell["cc"])["seconds"]
+    bare = (sim - (handshake_seconds(rtt_s, loss, loss) - rtt_s)) / (mean - syn * SYN_RTO_S)
+    return (f"| {cell['cc']} | {cell['bandwidth_mbps']:g} | {cell['rtt_ms']:g} | {loss:.0%} | {cell['bytes']} | "
+            f"{mean:.3f} ({min(times):.3f}-{max(times):.3f}) | {sim:.3f} | {sim / mean:.2f} | "
+            f"{per['TcpRetransSegs']:.0f} | {per['TcpExtTCPTimeouts']:.1f} | {syn:.2f} | {bare:.2f} |"), bare
+
+
+def replay(paths: list[str]) -> None:
+    ratios = []
+    print(HEADER)
+    for path in paths:
+        for line in open(path, encoding="utf-8"):
+            if line.strip():
+                text, bare = row(json.loads(line))
+                ratios.append(bare)
+                print(text)
+    if ratios:
+        print(f"\n{len(ratios)} cells; sim / real without SYN waits: {min(ratios):.2f}-{max(ratios):.2f}, "
+              f"median {statistics.median(ratios):.2f}")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--replay":
+        warnings.simplefilter("ignore")
+        replay(sys.argv[2:])
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--delay-line":
         delay_line(float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
         return
@@ -131,11 +188,11 @@ def main() -> None:
     p.add_argument("--cc", nargs="+", default=["cubic", "bbr"])
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--jsonl", help="append each cell (times, mean counters per transfer) to this file")
     args = p.parse_args()
     warnings.simplefilter("ignore")
     print(f"{cpu_name()}, {os.cpu_count()} cores; user-space delay line; {args.repeat} transfers per cell")
-    print("| cc | Mbit/s | RTT ms | loss | bytes | real s (min-max) | sim s | sim / real |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(HEADER)
     try:
         for bw in args.bandwidths:
             build(bw)
@@ -151,12 +208,15 @@ def main() -> None:
                         measure("cubic", 10_000, receiver)  # ARP and the first connection: not timed
                         for cc in args.cc:
                             nbytes = int(bw * 1e6 / 8 * args.seconds)
+                            before = counters()
                             times = [measure(cc, nbytes, receiver) for _ in range(args.repeat)]
-                            sim = calibrate("sim", nbytes=nbytes, bandwidth_mbps=bw, rtt_ms=rtt, loss=loss,
-                                            congestion_control=cc)["seconds"]
-                            mean = statistics.mean(times)
-                            print(f"| {cc} | {bw:g} | {rtt:g} | {loss:.0%} | {nbytes} | {mean:.3f} ({min(times):.3f}-"
-                                  f"{max(times):.3f}) | {sim:.3f} | {sim / mean:.2f} |", flush=True)
+                            per = {k: (v - before[k]) / args.repeat for k, v in counters().items()}
+                            cell = {"cc": cc, "bandwidth_mbps": bw, "rtt_ms": rtt, "loss": loss, "bytes": nbytes,
+                                    "seconds": times, "counters": per}
+                            print(row(cell)[0], flush=True)
+                            if args.jsonl:
+                                with open(args.jsonl, "a", encoding="utf-8") as out:
+                                    out.write(json.dumps(cell) + "\n")
                     finally:
                         line.kill()
                         line.wait()

@@ -23,6 +23,8 @@ class Controller:
         self.traffic_prioritization = traffic_prioritization
         self._routes: dict[tuple[str, str], list[Hop] | None] = {}
         self._graph: nx.Graph | None = None
+        self._tree: dict[str, list[str]] | None = None  # the server's shortest-path tree, per view
+        self._reach: set[str] | None = None  # the nodes in it
         self.stats = {"flows": 0, "route_computations": 0, "reroutes": 0, "network_changes": 0}
         self.link_utilization: dict[str, float] = {}  # last sample the backend reported
 
@@ -36,20 +38,45 @@ class Controller:
             state = links[d["link"].name]
             if state.up:
                 g.add_edge(u, v, name=d["link"].name, delay=state.delay_ms)
-        self._graph, self._routes = g, {}
+        self._graph, self._routes, self._tree, self._reach = g, {}, None, None
         for key, path in old.items():
             if self.route(*key) != path:
                 self.stats["reroutes"] += 1
 
     def route(self, src: str, dst: str) -> list[Hop] | None:
-        """Hops from src to dst along the lowest-latency path of up links; None if unreachable."""
+        """Hops from src to dst along the lowest-latency path of up links; None if unreachable. Paths to
+        and from the FL server come from one shortest-path tree rooted at it (an upload takes its download's
+        path back), so a round's routes cost one Dijkstra, not one per client."""
         key = (src, dst)
         if key not in self._routes:
             self.stats["route_computations"] += 1
-            try:
-                nodes = nx.shortest_path(self._graph, src, dst, weight="delay")
-            except (nx.NetworkXNoPath, nx.NodeNotFound):
-                self._routes[key] = None
+            server = self.topology.server
+            if server in key and src != dst:
+                other = dst if src == server else src
+                nodes = self._server_tree().get(other)
+                if nodes is not None and src != server:
+                    nodes = nodes[::-1]
             else:
-                self._routes[key] = [(self._graph.edges[a, b]["name"], a) for a, b in zip(nodes, nodes[1:])]
+                try:
+                    nodes = nx.shortest_path(self._graph, src, dst, weight="delay")
+                except (nx.NetworkXNoPath, nx.NodeNotFound):
+                    nodes = None
+            self._routes[key] = None if nodes is None else [(self._graph.edges[a, b]["name"], a)
+                                                            for a, b in zip(nodes, nodes[1:])]
         return self._routes[key]
+
+    def reachable(self, src: str) -> set[str]:
+        """The nodes src reaches over the links up now (itself included)."""
+        if src == self.topology.server:
+            if self._reach is None:
+                self._reach = set(self._server_tree())
+            return self._reach
+        return nx.node_connected_component(self._graph, src) if src in self._graph else set()
+
+    def _server_tree(self) -> dict[str, list[str]]:
+        """Lowest-latency paths from the server to every node it reaches over the links up now."""
+        if self._tree is None:
+            server = self.topology.server
+            self._tree = nx.single_source_dijkstra_path(self._graph, server, weight="delay") \
+                if server in self._graph else {}
+        return self._tree

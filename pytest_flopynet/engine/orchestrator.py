@@ -200,9 +200,8 @@ class Orchestrator:
 
     def _reachable_clients(self) -> list[str]:
         """Clients that can take part now: available, not quarantined, and reachable from the server."""
-        server, now = self.topology.server, self.clock.now()
-        return [c for c in self.cluster.available()
-                if self.policy.allowed(c, now) and self.backend.reachable(server, c)]
+        now, reached = self.clock.now(), self.backend.reachable(self.topology.server)
+        return [c for c in self.cluster.available() if c in reached and self.policy.allowed(c, now)]
 
     def _run_rounds(self) -> None:
         fl, end = self.config.fl_config, self.config.duration_seconds

@@ -1,6 +1,7 @@
 """The FL cluster: a server's global model and its clients' data, trained for real with PyTorch."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,10 @@ class ClientState:
     event, so overlapping events compose and ending one removes only its part."""
 
     name: str
-    indices: np.ndarray
+    samples: int
     flops_per_second: float
+    indices: np.ndarray | None = None  # its rows of a pooled data set; None: the data set makes its own (number)
+    number: int = 0
     away: list[object] = field(default_factory=list)  # leave / failure / not yet joined
     intermittent: list[float] = field(default_factory=list)  # reconnect probability per round
     slowdowns: list[float] = field(default_factory=list)  # CPU slowdown factors
@@ -56,15 +59,16 @@ class FLCluster:
         self.global_params = parameters_to_vector(self.model.parameters()).detach().clone()
         self.model_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
         self.flops_per_sample = 3 * forward_flops(self.model, self.data.input_shape)
-        if self.data.client_indices is not None:  # per-client data by construction: nothing to split
-            parts = self.data.client_indices
+        flops = fl.client_compute_gflops * 1e9
+        if self.data.client_data is not None:  # per-client data by construction: nothing to split
+            self.clients = {n: ClientState(n, size, flops, number=k)
+                            for k, (n, size) in enumerate(zip(names, self.data.client_sizes))}
         else:
             sizes = client_sizes(fl.client_data_sizes, len(names), len(self.data.y_train))
             rng = np.random.default_rng(derive_seed(seed, "partition"))
             labels = self.data.y_train.numpy()
             parts = partitioner(labels, sizes, rng) if partitioner else partition(fl.data_distribution, labels, sizes, rng)
-        flops = fl.client_compute_gflops * 1e9
-        self.clients = {n: ClientState(n, idx, flops) for n, idx in zip(names, parts)}
+            self.clients = {n: ClientState(n, len(idx), flops, idx) for n, idx in zip(names, parts)}
         self.round = 0  # the round being selected, for per-round draws (intermittent clients)
         self.rule = rule_spec(fl.aggregation_method)  # what the rule asks of clients (model.specs)
         self.executor = make_executor(executor, self.model, local_epochs=fl.local_epochs, batch_size=fl.batch_size,
@@ -102,7 +106,7 @@ class FLCluster:
         """What local training holds in memory: weights, gradients, optimizer state and the received
         global model (4 x model bytes), plus the client's data."""
         c = self.clients[name]
-        data = self.data.x_train[:1].numel() * 4 * len(c.indices) + 8 * len(c.indices)
+        data = (4 * math.prod(self.data.input_shape) + 8) * c.samples
         return (4 * self.model_bytes + data) / 2**20
 
     def select(self, candidates: list[str], k: int, round_number: int) -> list[str]:
@@ -115,7 +119,7 @@ class FLCluster:
     def compute_seconds(self, name: str) -> float:
         """Scenario seconds the client needs for its local epochs."""
         c = self.clients[name]
-        work = len(c.indices) * self.config.fl_config.local_epochs * self.flops_per_sample
+        work = c.samples * self.config.fl_config.local_epochs * self.flops_per_sample
         return work / c.flops_per_second * float(np.prod(c.slowdowns))
 
     @property
@@ -132,7 +136,7 @@ class FLCluster:
     def local_steps(self, name: str) -> int:
         """SGD steps of the client's full local work: local_epochs x ceil(samples / batch_size)."""
         fl = self.config.fl_config
-        return fl.local_epochs * -(-len(self.clients[name].indices) // fl.batch_size)
+        return fl.local_epochs * -(-self.clients[name].samples // fl.batch_size)
 
     def train(self, names: list[str], round_number: int, work: dict[str, float] | None = None,
               tampers: dict[str, list[Tamper]] | None = None) -> list[Update]:
@@ -150,8 +154,7 @@ class FLCluster:
         c = self.server_state.get("c")
         tasks = []
         for name in names:
-            idx = torch.from_numpy(self.clients[name].indices)
-            x, y = self.data.x_train[idx], self.data.y_train[idx]
+            x, y = self.client_data(name)
             gen = torch.Generator().manual_seed(derive_seed(self.seed, "tamper-data", round_number, name))
             for tamper in active[name]:
                 if tamper.on_data:
@@ -169,6 +172,14 @@ class FLCluster:
                 if not tamper.on_data:
                     u.params = tamper.update(u.params, self.global_params, gen)
         return updates
+
+    def client_data(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The client's training inputs and labels: its rows of the pool, or made by the data set."""
+        c = self.clients[name]
+        if c.indices is None:
+            return self.data.client_data(c.number)
+        idx = torch.from_numpy(c.indices)
+        return self.data.x_train[idx], self.data.y_train[idx]
 
     def add_tamper(self, name: str, tamper: Tamper) -> None:
         self.clients[name].tampers.append(tamper)

@@ -25,15 +25,18 @@ from ..errors import FlopynetError, UnavailableError
 class Dataset:
     """Training pool and held-out test set, as float32 inputs and int64 labels.
 
-    `client_indices`, when set, says which training rows belong to which client: data sets whose
-    clients differ by construction (FedProx's synthetic data) carry it and partitioning is skipped."""
+    Data sets whose clients differ by construction (FedProx's synthetic data) have no pool to partition:
+    they give `client_sizes` and `client_data(k)`, client k's training inputs and labels, made from the
+    seed and k when a round asks for them, so a population costs memory only for the clients it trains
+    (the pool tensors are then empty, with the inputs' shape)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
-    client_indices: list[np.ndarray] | None = None
+    client_sizes: list[int] | None = None
+    client_data: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -88,28 +91,37 @@ def synthetic_alpha_beta(seed: int, data_dir: Path | None = None, client_sizes: 
     standard deviations. Each client gets client_sizes[k] training samples (without sizes: the
     authors' power law, lognormal(4, 2) + 50 samples per client) and a quarter as many test samples, so 20% of all
     data is held out; the global test set is the union of the clients' test samples.
-    Named in a scenario as `synthetic_alpha_beta` (alpha = beta = 1) or `synthetic_alpha_beta(0.5, 0.5)`."""
-    rng = np.random.default_rng(seed)
+    Named in a scenario as `synthetic_alpha_beta` (alpha = beta = 1) or `synthetic_alpha_beta(0.5, 0.5)`.
+
+    Client k draws from its own generator, seeded by (seed, k): its test samples first, then its training
+    samples, made again whenever a round trains it (client_data), so a population of 100,000 holds its
+    test set and a number per client, not its training data."""
     if not client_sizes:
-        client_sizes = (rng.lognormal(4, 2, num_clients).astype(int) + 50).tolist()
+        client_sizes = (np.random.default_rng(seed).lognormal(4, 2, num_clients).astype(int) + 50).tolist()
     dim, classes = 60, 10
-    sigma = np.arange(1, dim + 1, dtype=np.float64) ** -1.2
-    xs_tr, ys_tr, xs_te, ys_te, indices, pos = [], [], [], [], [], 0
-    for size in client_sizes:
+    scale = np.sqrt(np.arange(1, dim + 1, dtype=np.float64) ** -1.2)
+
+    def client(k: int, train: bool) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([seed, k])
         u = rng.normal(0, alpha)
         w = rng.normal(u, 1, (classes, dim))
         b = rng.normal(u, 1, classes)
         v = rng.normal(rng.normal(0, beta), 1, dim)
-        n_test = max(1, math.ceil(size / 4))
-        x = v + rng.normal(size=(size + n_test, dim)) * np.sqrt(sigma)
-        y = (x @ w.T + b).argmax(1)  # argmax(softmax(z)) = argmax(z)
-        xs_tr.append(x[:size]), ys_tr.append(y[:size]), xs_te.append(x[size:]), ys_te.append(y[size:])
-        indices.append(np.arange(pos, pos + size))
-        pos += size
+        n_test = max(1, math.ceil(client_sizes[k] / 4))
+        rows = n_test + client_sizes[k] if train else n_test
+        x = v + rng.normal(size=(rows, dim)) * scale
+        x = x[n_test:] if train else x
+        return x.astype(np.float32), (x @ w.T + b).argmax(1)  # argmax(softmax(z)) = argmax(z)
+
+    def client_data(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = client(k, train=True)
+        return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+
+    tests = [client(k, train=False) for k in range(len(client_sizes))]
     t = torch.from_numpy
-    return Dataset(t(np.concatenate(xs_tr).astype(np.float32)), t(np.concatenate(ys_tr).astype(np.int64)),
-                   t(np.concatenate(xs_te).astype(np.float32)), t(np.concatenate(ys_te).astype(np.int64)),
-                   classes, indices)
+    return Dataset(torch.empty(0, dim), torch.empty(0, dtype=torch.int64),
+                   t(np.concatenate([x for x, _ in tests])), t(np.concatenate([y for _, y in tests]).astype(np.int64)),
+                   classes, list(client_sizes), client_data)
 
 
 @register_dataset("synthetic_time_series")

@@ -9,8 +9,8 @@ from ..errors import FlopynetError
 
 ENV = "FLOPYNET_LIMITS"
 LIMITS = {  # name -> (ceiling, what it counts)
-    "clients": (10_000, "clients"),
-    "hosts": (10_000, "hosts (network_config.node_count)"),
+    "clients": (200_000, "clients"),  # a population of 100,000 runs in under a second a round
+    "hosts": (200_000, "hosts (network_config.node_count)"),
     "switches": (1_000, "switches"),
     "rounds": (100_000, "rounds"),
     "duration_minutes": (10_080, "minutes of scenario time (one week)"),

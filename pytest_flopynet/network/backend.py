@@ -26,7 +26,8 @@ class Backend(Protocol):
 
     def revert(self, handle: Any) -> None: ...
 
-    def reachable(self, src: str, dst: str) -> bool: ...
+    def reachable(self, src: str) -> set[str]:
+        """The nodes src can reach now (itself included): one graph search for a whole population."""
 
     def stats(self) -> NetworkStats: ...
 

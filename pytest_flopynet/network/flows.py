@@ -5,14 +5,20 @@ transfer under each congestion control. Pure functions; network/sim.py applies t
 The loss model, for a flow of round-trip time R across a path that drops a share p of its packets:
 - every delivered byte costs 1 / (1 - p) bytes on the wire (its retransmissions);
 - loss-based control (cubic, reno) also stalls: a lost segment ends in a retransmission timeout
-  with probability Q(p), and each timeout idles the flow for Linux's RTO (srtt + 200 ms, RFC 6298
+  with probability Q, and each timeout idles the flow for Linux's RTO (srtt + 200 ms, RFC 6298
   with Linux's TCP_RTO_MIN) times Padhye's backoff factor f(p). This is the timeout term of Padhye,
-  Firoiu, Towsley & Kurose, "Modeling TCP throughput" (SIGCOMM 1998), eq. 31, with its window-limited
-  term as the cap below. Padhye's own Q = min(1, 3/w) is for Reno without SACK under bursty loss; on
-  Linux (SACK, RACK-TLP) under random loss timeouts are rarer by one to two orders of magnitude, so Q
-  is Linux's, measured (TIMEOUTS_PER_LOST_SEGMENT, scaled by the bottleneck's rate);
-- the window caps the rate: reno at Padhye's MSS / (R sqrt(2bp/3)), cubic at the larger of that and
-  its own response function (RFC 9438 section 5.1, C = 0.4, beta = 0.7);
+  Firoiu, Towsley & Kurose, "Modeling TCP throughput" (SIGCOMM 1998), eq. 31. Padhye's own
+  Q = min(1, 3/w) is for Reno without SACK under bursty loss; on Linux (SACK, RACK-TLP) under random
+  loss timeouts are rarer by one to two orders of magnitude, so Q is Linux's, measured: a table in p
+  (TIMEOUTS_PER_LOST_SEGMENT, at 50 Mbit/s and 0.2 ms) times the square root of the path's
+  bandwidth-delay product over the table's, measured from 0.2 to 100 ms and 5 to 50 Mbit/s;
+- the window caps the rate: reno at Padhye's window term MSS / (R sqrt(2bp/3)) with b = 1 (Linux
+  grows the window per ACKed segment, RFC 3465, so delayed ACKs do not slow it), cubic at the larger
+  of that (its Reno-friendly region, RFC 9438 section 4.3, gives the same average) and its own
+  response function (RFC 9438 section 5.1, C = 0.4, beta = 0.7);
+- near the bottleneck's rate the window's sawtooth dips below it after every loss: a flow gets the
+  L2 smooth minimum of its share and its window's rate, (share^-2 + window^-2)^-1/2 (SAWTOOTH_EXPONENT,
+  fitted on a delay line at 2-100 ms, docs/measurements.md#calibration);
 - BBR paces at the bottleneck rate it measures and does not back off on random loss (Cardwell et al.,
   "BBR: congestion-based congestion control", ACM Queue 2016): it pays its retransmissions only;
 - a connection's set-up waits Linux's initial RTO (1 s, RFC 6298) per lost SYN or SYN-ACK, with
@@ -36,7 +42,6 @@ INITIAL_WINDOW = 10  # segments, RFC 6928 (Linux's default)
 RTO_MIN_S = 0.2  # Linux's TCP_RTO_MIN
 SYN_RTO_S = 1.0  # Linux's TCP_TIMEOUT_INIT, RFC 6298's initial RTO
 SYN_RETRIES = 6  # Linux's net.ipv4.tcp_syn_retries
-DELAYED_ACK_B = 2  # segments per ACK in Padhye's model (delayed ACKs)
 
 # Timeouts per lost segment, Q(p), for loss-based control on Linux 6.18 (SACK, RACK-TLP) under random loss,
 # in units of one RTO x f(p), through a 50 Mbit/s bottleneck: the time a cubic flow took beyond sending its
@@ -46,11 +51,14 @@ DELAYED_ACK_B = 2  # segments per ACK in Padhye's model (delayed ACKs)
 # Interpolated log-linearly in p (linearly from none at 1%), extrapolated past 10%, at most 1.
 TIMEOUTS_PER_LOST_SEGMENT = ((0.01, 0.0), (0.02, 5e-4), (0.03, 0.0042), (0.05, 0.035), (0.07, 0.078),
                              (0.10, 0.193))
-# Slower bottlenecks lose less time: at 5, 10 and 20 Mbit/s Q was about 0.3, 0.45 and 0.65 of Q at 50 Mbit/s,
-# (rate / 50 Mbit/s)^0.5, for one flow or two sharing it; no published model we know gives this, so it
-# stays a measured factor, 1 above 50 Mbit/s (not measured there).
+# Q grows with the path's bandwidth-delay product: at 5, 10 and 20 Mbit/s (0.2 ms) Q was about 0.3, 0.45
+# and 0.65 of Q at 50 Mbit/s, (rate / 50 Mbit/s)^0.5, for one flow or two sharing it; through a delay line
+# at 5 and 10 Mbit/s, 2-100 ms, the same square root of the BDP (RTT at least 0.2 ms) held. No published
+# model we know gives this, so it stays a measured factor (Q at most 1).
 TIMEOUT_REFERENCE_RATE = 50e6 / 8 * GOODPUT
+TIMEOUT_REFERENCE_RTT_S = 0.2e-3
 TIMEOUT_RATE_EXPONENT = 0.5
+SAWTOOTH_EXPONENT = 2.0  # the smooth minimum's order: 1.5-3 fit the delay line about as well; 2 in the middle
 
 
 def timeouts_per_lost_segment(loss: float) -> float:
@@ -79,11 +87,11 @@ def rto_seconds(rtt_s: float) -> float:
 
 
 def window_rate(cc: str, rtt_s: float, loss: float, mss: int = MSS_BYTES) -> float:
-    """The rate (bytes/s) the congestion window allows under loss: Padhye's window-limited term for reno,
-    the larger of it and RFC 9438's response function for cubic, none for BBR."""
+    """The rate (bytes/s) the congestion window allows under loss: Padhye's window-limited term (b = 1) for
+    reno, the larger of it and RFC 9438's response function for cubic, none for BBR."""
     if cc == "bbr" or loss <= 0 or rtt_s <= 0:
         return math.inf
-    reno = mss / (rtt_s * math.sqrt(2 * DELAYED_ACK_B * loss / 3))
+    reno = mss / (rtt_s * math.sqrt(2 * loss / 3))
     if cc == "reno":
         return reno
     c, beta = 0.4, 0.7
@@ -93,12 +101,27 @@ def window_rate(cc: str, rtt_s: float, loss: float, mss: int = MSS_BYTES) -> flo
 
 def stall_per_byte(cc: str, rtt_s: float, loss: float, link_rate: float, mss: int = MSS_BYTES) -> float:
     """Seconds of timeout a loss-based flow idles per byte it delivers through a bottleneck of `link_rate`
-    bytes/s: p / (1 - p) lost segments per segment delivered, each ending in a timeout with probability Q,
-    of RTO x f(p) seconds."""
+    bytes/s: p / (1 - p) lost segments per segment delivered, each ending in a timeout with probability Q
+    (the table's, scaled by the square root of the BDP), of RTO x f(p) seconds."""
     if cc == "bbr" or loss <= 0:
         return 0.0
-    q = timeouts_per_lost_segment(loss) * min(1.0, link_rate / TIMEOUT_REFERENCE_RATE) ** TIMEOUT_RATE_EXPONENT
+    bdp = link_rate * max(rtt_s, TIMEOUT_REFERENCE_RTT_S) / (TIMEOUT_REFERENCE_RATE * TIMEOUT_REFERENCE_RTT_S)
+    q = min(1.0, timeouts_per_lost_segment(loss) * bdp ** TIMEOUT_RATE_EXPONENT)
     return loss / (1 - loss) * q * rto_seconds(rtt_s) * backoff(loss) / mss
+
+
+def sawtooth(share: float, cap: float) -> float:
+    """What a loss-based flow gets from its share of the bottleneck and its window's rate: their L2 smooth
+    minimum, as the window's dips after each loss idle the link when the two are close (a window
+    just above the bandwidth-delay product falls below it after a loss)."""
+    if math.isinf(cap):
+        return share
+    if math.isinf(share):
+        return cap
+    if share <= 0 or cap <= 0:
+        return 0.0
+    n = SAWTOOTH_EXPONENT
+    return (share ** -n + cap ** -n) ** (-1 / n)
 
 
 def goodput(rate: float, loss: float, stall: float) -> float:

@@ -458,12 +458,12 @@ class GNS3Network:
             self._call("post", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}/start",
                        f"starting {host}")
 
-    def reachable(self, src: str, dst: str) -> bool:
+    def reachable(self, src: str) -> set[str]:
         up = nx.Graph()
         up.add_nodes_from(self.topology.graph)
         up.add_edges_from((link.a, link.b) for name, link in self.topology.links.items()
                           if not self.applied.get(name, LinkFilterState({}, False)).suspend)
-        return nx.has_path(up, src, dst)
+        return nx.node_connected_component(up, src)
 
     def stats(self) -> NetworkStats:
         """The links as the backend set them (GNS3 reports no utilisation: 0 here)."""

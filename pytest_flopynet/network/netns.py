@@ -228,8 +228,8 @@ class NetnsNetwork:
             self._start_agent(host)
         self._down_hosts = down
 
-    def reachable(self, src: str, dst: str) -> bool:
-        return self.controller.route(src, dst) is not None
+    def reachable(self, src: str) -> set[str]:
+        return self.controller.reachable(src)
 
     # -- agents ---------------------------------------------------------------------------------
     def _order(self, agent: str, **order) -> bool:

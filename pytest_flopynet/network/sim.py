@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from ..controller.routing import Controller, Hop
 from .backend import Condition, Flow, LinkState, NetworkStats, check_names, link_states
-from .flows import (GOODPUT, INITIAL_WINDOW, MSS_BYTES, goodput, handshake_seconds, max_min_rates, share_weight,
-                    stall_per_byte, window_rate)
+from .flows import (GOODPUT, INITIAL_WINDOW, MSS_BYTES, goodput, handshake_seconds, max_min_rates, sawtooth,
+                    share_weight, stall_per_byte, window_rate)
 from .topology import Topology
 
 _DONE_BYTES = 1e-6
@@ -64,7 +64,8 @@ class SimNetwork:
         self.links: dict[str, LinkState] = {}
         self._carried: dict[Hop, float] = {}  # bytes per link direction since the last sample
         self._could_carry: dict[str, float] = {}  # bytes per link direction at its capacity, same window
-        self._integrated_to = 0.0  # scenario time up to which both are counted
+        self._integrated_to = 0.0  # scenario time up to which _carried is counted
+        self._capacity_counted_to = 0.0  # and _could_carry
         self._sampled_at = 0.0
 
     # -- Backend protocol -------------------------------------------------------------
@@ -107,14 +108,15 @@ class SimNetwork:
         self._undetected.pop(handle, None)
         self._recompute_links()
 
-    def reachable(self, src: str, dst: str) -> bool:
-        return self.controller.route(src, dst) is not None
+    def reachable(self, src: str) -> set[str]:
+        return self.controller.reachable(src)
 
     def stats(self) -> NetworkStats:
         """Latency and loss now; utilisation averaged since the previous call (an empty window gives
         the load of this instant)."""
         now = self.clock.now()
         self._integrate(now)
+        self._count_capacity(now)
         if self._rates_version != self._version:
             self._allocate(self._active)
         window = now - self._sampled_at
@@ -153,10 +155,18 @@ class SimNetwork:
             return
         for hop, rate in self._load().items():
             self._carried[hop] = self._carried.get(hop, 0.0) + rate * dt
-        for name, state in self.links.items():
-            if state.up:
-                self._could_carry[name] = self._could_carry.get(name, 0.0) + self._capacity(state) * dt
         self._integrated_to = now
+
+    def _count_capacity(self, now: float) -> None:
+        """Count what every link could have carried since the last count, at the capacities in force then:
+        called when they change and when a sample reads them, not at every rate change (a population of
+        links is counted once per change, not once per flow event)."""
+        dt = now - self._capacity_counted_to
+        if dt > 0:
+            for name, state in self.links.items():
+                if state.up:
+                    self._could_carry[name] = self._could_carry.get(name, 0.0) + self._capacity(state) * dt
+        self._capacity_counted_to = now
 
     def teardown(self) -> None:
         self._active.clear()
@@ -287,15 +297,24 @@ class SimNetwork:
                 caps[t] = 0.0  # slow start: this round's window is out, it waits for the ACKs
         weights = {f: share_weight(cc, self._rtt(p)) for f, p in flows.items()}
         usage = {(f, hop): share for f, p in flows.items() for hop, share in self._carried_share(p).items()}
+
+        def fill(group: dict, capacity: dict) -> dict:
+            """Max-min rates, each loss-based flow at the sawtooth of its share (found without window caps)
+            and its window's rate."""
+            held = {f: 0.0 for f in group if caps.get(f) == 0.0}
+            share = max_min_rates(group, capacity, held, weights, usage)
+            return max_min_rates(group, capacity, {f: sawtooth(share[f], caps[f]) for f in group if f in caps},
+                                 weights, usage)
+
         if self.controller.traffic_prioritization:
-            rates = max_min_rates(fl, capacity, caps, weights, usage)
+            rates = fill(fl, capacity)
             left = dict(capacity)
             for f, p in fl.items():
                 for hop in p:
                     left[hop] = max(left[hop] - rates[f] * usage[(f, hop)], 0.0)
-            rates.update(max_min_rates(bg, left, caps, weights, usage))
+            rates.update(fill(bg, left))
         else:
-            rates = max_min_rates(flows, capacity, caps, weights, usage)
+            rates = fill(flows, capacity)
         for t, p in fl.items():  # on average a flow sends what it delivers, retransmissions included
             loss = self._path_loss(p)
             stall = stall_per_byte(cc, self._rtt(p), loss, min((capacity[hop] for hop in p), default=math.inf))
@@ -324,6 +343,7 @@ class SimNetwork:
     # -- link state -------------------------------------------------------------------------
     def _recompute_links(self) -> None:
         """After a change of conditions; callers count the traffic up to now (`_integrate`) first."""
+        self._count_capacity(self.clock.now())
         self.links = link_states(self.topology, self._conditions.values())
         self._version += 1
         seen = {h: c for h, c in self._conditions.items() if h not in self._undetected}

@@ -242,7 +242,7 @@ def test_a_partition_suspends_the_clients_links_and_bandwidth_limits_are_unavail
     cut = {"client_1-s2", "client_2-s3"}
     ctx, seen = drive(backend, topology, [partition], seed_value=7, checkpoints=[1199, 1200, 1289.9, 1290],
                       read=lambda: ({n for n, link in server_links(api, backend, topology).items() if link["suspend"]},
-                                    backend.reachable("fl_server", "client_1")))
+                                    "client_1" in backend.reachable("fl_server")))
     for t, down in ((1199, set()), (1200, cut), (1289.9, cut), (1290, set())):
         assert seen[t] == (down, not down), t
 
@@ -265,9 +265,9 @@ def test_overlapping_conditions_compose_and_each_revert_removes_its_part(built, 
     assert read()["filters"] == {"delay": [60, 5], "packet_loss": [28], "corrupt": [5], "frequency_drop": [7],
                                  "bpf": ["icmp"]}
     assert read()["suspend"] is True
-    assert not backend.reachable("fl_server", "client_1")
+    assert "client_1" not in backend.reachable("fl_server")
     backend.revert(down)
-    assert read()["suspend"] is False and backend.reachable("fl_server", "client_1")
+    assert read()["suspend"] is False and "client_1" in backend.reachable("fl_server")
     backend.revert(first)
     assert read()["filters"] == {"delay": [30, 0], "packet_loss": [20], "corrupt": [5], "frequency_drop": [7],
                                  "bpf": ["icmp"]}

@@ -69,12 +69,18 @@ def test_latency_on_a_seeded_share_of_the_links():
 def test_uniform_packet_loss_caps_flows_at_the_window_rate_and_costs_syn_timeouts():
     ev = ScenarioEvent("network_packet_loss", 0, "client_links", {"packet_loss_rate": 0.01}, duration=100)
     (d, *_) = durations(run_scenario(config(bw=100, events=[ev]), seed=0))
-    # RTT 20 ms, p = 1%: cubic's Reno-friendly window rate (Padhye, b = 2), below the fair share of
-    # 100 Mbit/s / 3; 99% of it delivered; the set-up waits the expected SYN timeouts, Ts q / (1 - 2q)
-    window = 1448 / (0.020 * math.sqrt(2 * 2 * 0.01 / 3))
+    # RTT 20 ms, p = 1%: cubic's Reno-friendly window rate (Padhye, b = 1: 886,715 B/s), the sawtooth with
+    # each flow's share of the server's 100 Mbit/s link, L / 3 downloading and L / 2.97 uploading (the lossy
+    # client link drops before the server's link carries); 99% of it delivered; the set-up waits the
+    # expected SYN timeouts, Ts q / (1 - 2q); the model's 2,600 B fit in slow start's first window
+    window = 1448 / (0.020 * math.sqrt(2 * 0.01 / 3))
+    big = 100e6 / 8 * 1448 / 1514
     q = 1 - 0.99 ** 2
-    one = 0.020 + q * (1 - (2 * q) ** 6) / (1 - 2 * q) + LOGREG_BYTES / (window * 0.99) + 0.010
-    assert d == pytest.approx(2 * one + compute(), rel=1e-6)
+
+    def one(share: float) -> float:
+        rate = (share**-2 + window**-2) ** -0.5
+        return 0.020 + q * (1 - (2 * q) ** 6) / (1 - 2 * q) + LOGREG_BYTES / (rate * 0.99) + 0.010
+    assert d == pytest.approx(one(big / 3) + one(big / 2.97) + compute(), rel=1e-6)
 
 
 def make_ctx(cfg):

@@ -241,11 +241,14 @@ def test_a_missing_data_set_names_where_it_looked(tmp_path):
 
 def test_synthetic_alpha_beta_follows_the_fedprox_generator():
     data = load_dataset("synthetic_alpha_beta(0.5, 0.5)", 3, client_sizes=[4000, 30])
-    assert data.x_train.shape == (4030, 60) and data.num_classes == 10
-    assert [len(i) for i in data.client_indices] == [4000, 30]
+    assert data.input_shape == (60,) and data.num_classes == 10 and data.client_sizes == [4000, 30]
+    (x0, y0), (x1, y1) = data.client_data(0), data.client_data(1)
+    assert x0.shape == (4000, 60) and y0.shape == (4000,) and x1.shape == (30, 60)
+    assert x0.dtype == torch.float32 and y0.dtype == torch.int64 and 0 <= y0.min() and y0.max() < 10
+    assert torch.equal(data.client_data(0)[0], x0)  # made again from (seed, k): the same rows
     assert len(data.y_test) == 1000 + 8  # a quarter of each client's training samples, rounded up
     # x ~ N(v_k, Sigma) with Sigma_jj = j^-1.2: feature 1 has variance 1, feature 60 has 60^-1.2
-    var = data.x_train[:4000].double().var(0)
+    var = x0.double().var(0)
     assert var[0].item() == pytest.approx(1.0, rel=0.1)
     assert var[59].item() == pytest.approx(60 ** -1.2, rel=0.1)
     assert parse_name("synthetic_alpha_beta") == ("synthetic_alpha_beta", ())
@@ -259,7 +262,7 @@ def test_synthetic_alpha_beta_follows_the_fedprox_generator():
 def test_alpha_zero_gives_every_client_the_same_mean_model_and_beta_zero_the_same_feature_mean():
     # alpha = beta = 0: u_k = B_k = 0, so clients differ only by their N(0, 1) draws of W_k and v_k
     data = load_dataset("synthetic_alpha_beta(0, 0)", 5, client_sizes=[3000] * 4)
-    means = torch.stack([data.x_train[i].mean(0) for i in data.client_indices])  # each one ~ v_k ~ N(0, 1)
+    means = torch.stack([data.client_data(k)[0].mean(0) for k in range(4)])  # each one ~ v_k ~ N(0, 1)
     assert means.mean().abs().item() < 0.25 and means.std().item() == pytest.approx(1.0, rel=0.2)
 
 

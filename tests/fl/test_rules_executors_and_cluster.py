@@ -139,6 +139,7 @@ def test_cluster_sizes_bytes_and_data(tiny_config):
     # 64*32 + 32 weights and biases, then 32*10 + 10, float32
     assert cluster.model_bytes == 4 * (64 * 32 + 32 + 32 * 10 + 10)
     assert [len(c.indices) for c in cluster.clients.values()] == [40, 70, 90]
+    assert [c.samples for c in cluster.clients.values()] == [40, 70, 90]
     assert len(cluster.data.y_test) == 360  # 20% of 1797, held out
     assert cluster.compute_seconds("client_2") == pytest.approx(70 * 3 * 2 * (64 * 32 + 32 * 10) / 2e10)
 

@@ -46,7 +46,7 @@ CORPUS = {  # name -> (text, field path the error names, words of its reason)
                          "target: policy_engine, parameters: {policy_name: [a]}}]\n",
                          "events[0].parameters.policy_name", "expected string"),
     "million_hosts.yaml": ("name: x\nnetwork_config: {node_count: 1000000}\n", "network_config.node_count",
-                           "past the limit of 10,000"),
+                           "past the limit of 200,000"),
     "billion_rounds.yaml": ("name: x\nfl_config: {total_rounds: 1000000000}\n", "fl_config.total_rounds",
                             "past the limit of 100,000"),
     "ten_million_minutes.yaml": ("name: x\nduration_minutes: 10000000\n", "duration_minutes", "past the limit"),

@@ -102,14 +102,21 @@ def test_a_condition_that_fires_mid_transfer_takes_effect_mid_transfer():
 def test_loss_caps_a_cubic_flow_at_padhyes_window_rate_and_charges_its_retransmissions():
     net, _ = network(clients=1, bw=100, latency=5.0)
     net.apply(Condition(("client_1-s1",), loss=0.01))
-    # RTT 20 ms, p = 1%: Padhye's MSS / (RTT sqrt(2bp/3)), b = 2, is 627,000 B/s, above cubic's own response
-    # (128,300 B/s) and far below the 100 Mbit/s link; 1% of what it sends is lost and sent again
-    rate = 1448 / (0.020 * math.sqrt(2 * 2 * 0.01 / 3))
+    # RTT 20 ms, p = 1%: Padhye's MSS / (RTT sqrt(2bp/3)), b = 1, is 886,715 B/s, above cubic's own response
+    # (128,300 B/s) and far below the 100 Mbit/s link, whose share is L / 0.99 (the lossy link drops before it
+    # transmits: it carries 99% of what the flow sends); the sawtooth, (share^-2 + window^-2)^-1/2, is
+    # 884,334 B/s; 1% of what it sends is lost and sent again
+    window = 1448 / (0.020 * math.sqrt(2 * 0.01 / 3))
+    share = 100e6 / 8 * 1448 / 1514 / 0.99
+    rate = (share**-2 + window**-2) ** -0.5
     goodput = rate * 0.99
-    # set-up: 1 RTT and, SYN or SYN-ACK lost with q = 1 - 0.99^2, Ts q (1 - (2q)^6) / (1 - 2q), Ts = 1 s
+    # set-up: 1 RTT and, SYN or SYN-ACK lost with q = 1 - 0.99^2, Ts q (1 - (2q)^6) / (1 - 2q), Ts = 1 s;
+    # slow start: the first round sends IW10 (14,480 B) in 16.4 ms and waits for its ACKs until 20 ms; the
+    # second's 28,960 B outgrow the 17,687 B a round carries at this rate: slow start ends
     q = 1 - 0.99 ** 2
+    setup = 0.020 + q * (1 - (2 * q) ** 6) / (1 - 2 * q)
     (done,) = net.transfer([Flow("client_1", "fl_server", 600_000, 0.0)])
-    assert done == pytest.approx(0.020 + q * (1 - (2 * q) ** 6) / (1 - 2 * q) + 600_000 / goodput + 0.010)
+    assert done == pytest.approx(setup + 0.020 + (600_000 - 0.99 * 14_480) / goodput + 0.010)
 
 
 def test_a_partitioned_flow_stalls_and_resumes():
@@ -165,17 +172,19 @@ def test_stats_sample_latency_loss_and_utilisation():
     s, instant = samples
     assert s.latency_ms == pytest.approx((40 + 10) / 2)
     assert s.packet_loss == pytest.approx(0.01 / 2)
-    # Padhye's window rate: RTT 2 * 50 ms, p = 1% -> 1448 / (0.1 sqrt(4 p / 3)) B/s sent on both links of
-    # the path, from the end of the set-up (1 RTT and the expected SYN timeouts) on; slow start's first
-    # window takes longer than a round trip at that rate. Averaged over the 0.5 s since the start; a second
-    # sample at the same instant reads the rate itself
-    rate = 1448 / (0.1 * math.sqrt(4 * 0.01 / 3))
+    # Padhye's window rate: RTT 2 * 50 ms, p = 1% -> 1448 / (0.1 sqrt(2 p / 3)) = 177,343 B/s, the sawtooth with
+    # the link's 1,195,509 B/s: (C10^-2 + w^-2)^-1/2, sent on both links of the path, from the end of the
+    # set-up (1 RTT and the expected SYN timeouts) on; slow start's first window (14,480 B) is out in 83 ms
+    # and waits for its ACKs until the round trip ends, the second outgrows a round trip. Averaged over the
+    # 0.5 s since the start; a second sample at the same instant reads the rate itself
+    window = 1448 / (0.1 * math.sqrt(2 * 0.01 / 3))
+    rate = (C10**-2 + window**-2) ** -0.5
     q = 1 - 0.99 ** 2
-    sending = 0.5 - 0.10 - q * (1 - (2 * q) ** 6) / (1 - 2 * q)
+    sent = 14_480 + rate * (0.5 - 0.10 - q * (1 - (2 * q) ** 6) / (1 - 2 * q) - 0.10)
     # the lossy link, the path's last, drops 1% before it transmits: it carries 0.99 of the rate
-    assert s.links["fl_server-s1"]["utilization"] == pytest.approx(sending / 0.5 * rate / C10)
-    assert s.links["client_1-s1"]["utilization"] == pytest.approx(sending / 0.5 * rate * 0.99 / C10)
-    assert s.bandwidth_utilization == pytest.approx(sending / 0.5 * rate * 0.995 / C10)
+    assert s.links["fl_server-s1"]["utilization"] == pytest.approx(sent / 0.5 / C10)
+    assert s.links["client_1-s1"]["utilization"] == pytest.approx(sent / 0.5 * 0.99 / C10)
+    assert s.bandwidth_utilization == pytest.approx(sent / 0.5 * 0.995 / C10)
     assert instant.links["fl_server-s1"]["utilization"] == pytest.approx(rate / C10)
 
 

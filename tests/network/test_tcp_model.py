@@ -4,23 +4,31 @@ import math
 import pytest
 
 from pytest_flopynet.network import flows
-from pytest_flopynet.network.flows import (backoff, goodput, handshake_seconds, max_min_rates, share_weight,
-                                           stall_per_byte, timeouts_per_lost_segment, window_rate)
+from pytest_flopynet.network.flows import (backoff, goodput, handshake_seconds, max_min_rates, sawtooth,
+                                           share_weight, stall_per_byte, timeouts_per_lost_segment, window_rate)
 
 
 def test_padhyes_window_term_for_reno():
-    # MSS / (RTT sqrt(2bp/3)), b = 2: RTT 100 ms, p = 1% -> 1448 / (0.1 * 0.1154701) = 125,400.5 B/s
-    assert window_rate("reno", 0.100, 0.01) == pytest.approx(125_400.5, rel=1e-6)
+    # MSS / (RTT sqrt(2bp/3)), b = 1 (Linux counts ACKed segments): RTT 100 ms, p = 1% ->
+    # 1448 / (0.1 * 0.0816497) = 177,343 B/s, Mathis's 1.2247 MSS / (RTT sqrt(p))
+    assert window_rate("reno", 0.100, 0.01) == pytest.approx(177_343.06, rel=1e-6)
     assert window_rate("reno", 0.100, 0.0) == math.inf
+
+
+def test_the_sawtooth_is_the_l2_smooth_minimum_of_share_and_window():
+    # (3^-2 + 4^-2)^(-1/2) = (25 / 144)^(-1/2) = 12 / 5
+    assert sawtooth(3.0, 4.0) == pytest.approx(2.4)
+    assert sawtooth(3.0, math.inf) == 3.0 and sawtooth(math.inf, 4.0) == 4.0
+    assert sawtooth(0.0, 4.0) == 0.0
 
 
 def test_cubic_takes_the_larger_of_reno_and_its_own_response_function():
     # RFC 9438: W = (C (3 + beta) / (4 (1 - beta)))^(1/4) RTT^(3/4) / p^(3/4), C = 0.4, beta = 0.7: the factor is
     # 1.2333^(1/4) = 1.053829. RTT 300 ms, p = 1%: 1448 * 1.05381 * 0.3^-0.25 * 0.01^-0.75 = 65,200 B/s, above
-    # Reno's 41,800 B/s; at 100 ms cubic's 85,800 B/s is below Reno's 125,400 B/s (the Reno-friendly region)
+    # Reno's 59,114 B/s; at 100 ms cubic's 85,800 B/s is below Reno's 177,343 B/s (the Reno-friendly region)
     assert window_rate("cubic", 0.300, 0.01) == pytest.approx(1448 * 1.053829 * 1.351207 * 31.622777, rel=1e-5)
-    assert window_rate("reno", 0.300, 0.01) == pytest.approx(41_800.0, rel=1e-5)
-    assert window_rate("cubic", 0.100, 0.01) == pytest.approx(125_400.5, rel=1e-6)
+    assert window_rate("reno", 0.300, 0.01) == pytest.approx(59_114.35, rel=1e-6)
+    assert window_rate("cubic", 0.100, 0.01) == pytest.approx(177_343.06, rel=1e-6)
 
 
 def test_bbr_has_no_window_cap_and_no_stalls_under_random_loss():
@@ -46,14 +54,19 @@ def test_timeouts_per_lost_segment_interpolate_the_measured_table():
 
 
 def test_the_stall_of_a_cubic_flow_at_5_percent_loss_worked_by_hand():
-    # p / (1 - p) lost segments per delivered one, each a timeout with Q(5%) = 0.035 at 50 Mbit/s, times
-    # (10 / 50)^0.5 through a 10 Mbit/s bottleneck, of RTO = RTT + 200 ms = 0.201 s times f(0.05) = 1.0555555:
-    # per byte of 1448
+    # p / (1 - p) lost segments per delivered one, each a timeout with Q(5%) = 0.035 at 50 Mbit/s and 0.2 ms,
+    # times (BDP / BDP there)^0.5 = (10 / 50)^0.5 through a 10 Mbit/s bottleneck at 0.2 ms, of
+    # RTO = RTT + 200 ms = 0.2002 s times f(0.05) = 1.0555555: per byte of 1448
     f = 1 + 0.05 + 2 * 0.05**2 + 4 * 0.05**3 + 8 * 0.05**4 + 16 * 0.05**5 + 32 * 0.05**6
-    per_byte = 0.05 / 0.95 * 0.035 * math.sqrt(0.2) * 0.201 * f / 1448
+    per_byte = 0.05 / 0.95 * 0.035 * math.sqrt(0.2) * 0.2002 * f / 1448
     c10 = 10e6 / 8 * 1448 / 1514
-    assert stall_per_byte("cubic", 0.001, 0.05, c10) == pytest.approx(per_byte)
-    assert stall_per_byte("reno", 0.001, 0.05, 100 * c10) == pytest.approx(per_byte / math.sqrt(0.2))  # 1 above 50
+    assert stall_per_byte("cubic", 0.0002, 0.05, c10) == pytest.approx(per_byte)
+    assert stall_per_byte("cubic", 0.0, 0.05, c10) == pytest.approx(per_byte / 0.2002 * 0.2)  # RTT floor: 0.2 ms
+    # at 100 ms the BDP is 500 times larger: Q = 0.035 * (0.2 * 500)^0.5 = 0.35, RTO 0.3 s
+    assert stall_per_byte("reno", 0.1, 0.05, c10) == pytest.approx(0.05 / 0.95 * 0.35 * 0.3 * f / 1448)
+    # and at 10%, Q(10%) = 0.193 times 10 is past 1: every lost segment times out
+    f10 = backoff(0.1)
+    assert stall_per_byte("cubic", 0.1, 0.1, c10) == pytest.approx(0.1 / 0.9 * 1.0 * 0.3 * f10 / 1448)
     # sending its share of C it delivers 0.95 C and idles per_byte seconds per byte delivered
     assert goodput(c10, 0.05, per_byte) == pytest.approx(1 / (1 / (0.95 * c10) + per_byte))
 
