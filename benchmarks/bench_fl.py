@@ -286,23 +286,33 @@ def dirichlet_table(args, rounds: int) -> None:
 
 
 def straggler_table(args) -> None:
+    """The FedProx paper's straggler setting over several seeds: accuracy at rounds 10, 25, 50 and the
+    last, each the mean over the seeds with its 95% confidence interval (Student's t) and the per-seed
+    values, and the rounds each seed took to reach 0.7."""
+    from pytest_flopynet.analysis.spread import describe
+
     srounds = args.straggler_rounds
+    marks = sorted({r for r in (10, 25, 50, srounds) if r <= srounds})
     print(f"\nSynthetic(1, 1), logistic regression, 30 clients (power-law sizes), 10 per round, 20 local epochs, "
-          f"batch 10, lr 0.01, 90% stragglers, {srounds} rounds")
-    print("| rule | accuracy after 10 / 25 / all rounds (per seed) |\n|---|---|")
+          f"batch 10, lr 0.01, 90% stragglers, {srounds} rounds, seeds {args.seeds}")
+    print(f"| rule | {' | '.join(f'round {r}: mean [95% CI] (per seed)' for r in marks)} | rounds to 0.7 |\n"
+          f"|---|{'---|' * len(marks)}---|")
     for label, method, parameters in [("FedAvg (drops stragglers)", "fedavg", {}),
                                       ("FedProx mu = 0 (keeps partial work)", "fedprox", {"mu": 0.0}),
                                       ("FedProx mu = 1 (keeps partial work)", "fedprox", {"mu": 1.0})]:
-        cells = []
+        curves = []
         for seed in args.seeds:
             cl = FLCluster(config(30, model_architecture="logreg", model_parameters={},
                                   dataset="synthetic_alpha_beta(1, 1)", clients_per_round=10, local_epochs=20,
                                   batch_size=10, learning_rate=0.01, aggregation_method=method,
                                   aggregation_parameters=parameters), seed)
-            acc = train_rounds(cl, srounds, stragglers=0.9)
-            cells.append(f"{acc[min(9, srounds - 1)]:.3f} / {acc[min(24, srounds - 1)]:.3f} / {acc[-1]:.3f}")
-        print(f"| {label} | {'; '.join(cells)} |")
-
+            curves.append(train_rounds(cl, srounds, stragglers=0.9))
+        cells = []
+        for r in marks:
+            d = describe(c[r - 1] for c in curves)
+            ci = f"[{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]" if d["ci95"] else ""
+            cells.append(f"{d['mean']:.3f} {ci} ({', '.join(f'{c[r - 1]:.2f}' for c in curves)})")
+        print(f"| {label} | {' | '.join(cells)} | {', '.join(rounds_to(c, 0.7) for c in curves)} |", flush=True)
 
 
 def noise_table(args) -> None:

@@ -1,4 +1,4 @@
-"""The `flopynet` command: validate, run, list, schema, compare, report, calibrate, cleanup. Errors are one line
+"""The `flopynet` command: validate, run, sweep, list, schema, compare, report, calibrate, cleanup. Errors are one line
 and a non-zero exit."""
 from __future__ import annotations
 
@@ -81,6 +81,24 @@ def parser() -> argparse.ArgumentParser:
                     help="every host's TCP congestion control (default cubic)")
     ca.add_argument("--json", metavar="FILE", help="write {seconds, goodput_mbps, ...} to FILE ('-': standard output)")
     ca.set_defaults(fn="calibrate:cmd_calibrate")
+    sw = sub.add_parser("sweep", help="a scenario over seeds and every combination of --set values, each its own "
+                                      "run, locally or on Ray; the runs and each combination's mean, std, ci95 ...")
+    sw.add_argument("scenario", help="a scenario file or a built-in scenario's name")
+    sw.add_argument("--seeds", required=True, help="seeds: 1-5, 0,3,7 or 1-3,9")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=V1[,V2...]",
+                    help="a dotted scenario key and its values, e.g. fl_config.aggregation_method=fedavg,fedprox "
+                         "(repeatable: every combination runs)")
+    sw.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help="local: processes of this machine (default); ray: one Ray task per run")
+    sw.add_argument("--address", help="--engine ray: an existing Ray cluster (default: an embedded local one)")
+    sw.add_argument("--workers", type=_bounded(int, 1), help="runs at once on this machine (default: its cores)")
+    sw.add_argument("--size", choices=["full", "ci"], help="ci: a built-in name means its CI-size variant")
+    sw.add_argument("--backend", help="network backend of every run (default: the scenario's, else sim)")
+    sw.add_argument("--executor", default="auto", help="how clients train (default auto)")
+    sw.add_argument("--data-dir", help="folder holding local data sets")
+    sw.add_argument("--json", required=True, metavar="OUT", help="write the runs and groups to OUT ('-': standard output)")
+    sw.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    sw.set_defaults(fn="sweep:cmd_sweep")
     cl = sub.add_parser("cleanup", help="remove namespaces, links and Open vSwitch daemons that crashed "
                                         "netns runs left behind (like mn -c)")
     cl.add_argument("--check", action="store_true", help="remove nothing; list what any lab left (namespaces, links, "

@@ -12,7 +12,8 @@ from .errors import FlopynetError, ScenarioValidationError, UnavailableError
 from .settings import RunSettings, SettingError
 from .terminal import SummaryReporter, install_live_progress
 from .report import allure
-from .testrun import SUMMARY_ROW, finish, make_scenario, reports_root, run_settings, session, write_falsifying
+from .testrun import (SUMMARY_ROW, finish, make_scenario, other_seeds, reports_root, run_settings, seeds_for, session,
+                      write_falsifying)
 
 pytest_plugins = ["pytest_flopynet.fixtures"]
 
@@ -28,6 +29,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario(name_or_path): the scenario the test's fixtures build and run")
     config.addinivalue_line("markers", "gate(*gates): gates 'metric op number' the scenario's results must pass")
+    config.addinivalue_line("markers", "seeds(n): the test's scenario runs with n seeds (the test body sees the first); "
+                                       "gates may take mean(metric), min(...), ci95_low(...) over them")
     config.addinivalue_line("markers", "flopynet: a collected scenario file")
     for family, text in FAMILIES.items():
         config.addinivalue_line("markers", f"{family}: {text}")
@@ -115,7 +118,7 @@ def pytest_runtest_call(item: pytest.Item):
         pytest.fail(str(problem), pytrace=False)
     runner = getattr(item, "funcargs", {}).get("scenario")
     if runner is not None and not isinstance(item, ScenarioItem):
-        finish(item, runner)
+        finish(item, runner, other_seeds(item, runner))
     return result
 
 
@@ -163,13 +166,17 @@ class ScenarioItem(pytest.Item):
         self.topology = topology  # built when the file was checked at collection
 
     def runtest(self) -> None:
+        """The scenario once, or once per seed (seeds_for), one after another; gates judge them together."""
+        seeds = seeds_for(self.config, self.nodeid, self.scenario.config, self.iter_markers("seeds")) or [None]
+        runners = []
         try:
-            runner = make_scenario(self.config, self.nodeid, self.scenario.config, self.path, topology=self.topology,
-                                   checked=True)
-            self.scenario.execute_on(runner)
+            for seed in seeds:
+                runners.append(make_scenario(self.config, self.nodeid, self.scenario.config, self.path, seed=seed,
+                                             topology=self.topology, checked=True))
+                self.scenario.execute_on(runners[-1])
         except UnavailableError as exc:
             pytest.skip(str(exc))
-        finish(self, runner)
+        finish(self, runners[0], runners[1:])
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, (AssertionError, FlopynetError)):

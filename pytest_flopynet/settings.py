@@ -50,6 +50,14 @@ def _checked_gates(gates, where: str) -> tuple[str, ...]:
     return tuple(gates)
 
 
+def _count(text: str) -> int:
+    """A whole number of 1 or more."""
+    n = int(text)
+    if n < 1:
+        raise ValueError(text)
+    return n
+
+
 def _truthy(text: str) -> bool:
     return str(text).strip().lower() in ("1", "true", "yes", "on")
 
@@ -77,7 +85,8 @@ class Option:
         try:
             return self.parse(text)
         except (TypeError, ValueError):
-            kind = {int: "an integer", float: "a number"}.get(self.parse, "a valid value")
+            kind = {int: "an integer", float: "a number", _count: "a whole number of 1 or more"}.get(self.parse,
+                                                                                              "a valid value")
             raise SettingError(f"--flopynet-{self.name.replace('_', '-')} / ini flopynet_{self.name}: {text!r} is "
                                f"not {kind}") from None
 
@@ -96,6 +105,10 @@ OPTIONS: tuple[Option, ...] = (
                       "count and any -n)", "1", int,
            cli={"type": int, "default": 1, "help": "clients trained at once, each on one torch thread (default 1; "
                                                    "results are byte-identical for any count: docs/measurements.md)"}),
+    Option("seeds", "runs of each scenario, one per seed (the test's seed, + 1, ...); gates may then take "
+                    "mean(metric), median, min, max, std, ci95_low or ci95_high over them, and a plain gate holds for "
+                    "every seed (default: @pytest.mark.seeds(N), else the scenario's seeds, else 1)", parse=_count,
+           cli=None),
     Option("size", "largest scenarios to run: ci (default: full-size scenarios skip, saying so) or full (they run, "
                    "each still skipping where the machine lacks its cores, memory or data)", "ci", choices=("ci", "full"),
            cli=None),
@@ -125,6 +138,7 @@ class RunSettings:
     data_dir: Path | None = None
     executor: str = "auto"
     threads: int | None = None  # clients trained at once (None: 1); pytest and flopynet run keep torch at one thread
+    seeds: int | None = None  # runs per scenario (None: the marker's, the scenario's, else 1)
     size: str = "ci"  # pytest: "ci" skips full-size scenarios
     plot_axis: str = "time"
     time_scale: float | None = None
@@ -143,6 +157,11 @@ class RunSettings:
         if config.seed is not None:
             return config.seed
         return derive_seed(self.seed, test_id) if test_id is not None else self.seed
+
+    def seeds_for(self, config, marked: int | None = None) -> int:
+        """How many seeds a scenario runs: the run's (ini, command line), else @pytest.mark.seeds(N), else
+        the scenario file's `seeds`, else 1."""
+        return self.seeds or marked or config.seeds or 1
 
     def backend_for(self, config) -> str:
         """The run's backend, else the scenario's, else sim."""

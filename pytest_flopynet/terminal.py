@@ -85,6 +85,14 @@ class SummaryReporter:
         tr.write_line(f"reports: {reports_root(self.config)}")
 
 
+def final_accuracy(row: dict) -> str:
+    """One run's final accuracy, or over several seeds their mean, standard deviation and count."""
+    spread = row.get("final_accuracy_spread")
+    if spread:
+        return f"{spread['mean']:.4f} \u00b1 {spread['std']:.4f} (n={spread['n']})"
+    return f"{row['final_accuracy']:.4f}"
+
+
 def summary_table(labels: list[str], rows: list[dict], width: int) -> list[str]:
     """One row per test: its scenario's figures and its own gates (expression, actual value, verdict;
     one line each), drawn by rich within `width` columns. Where the terminal is too narrow, the least
@@ -95,8 +103,12 @@ def summary_table(labels: list[str], rows: list[dict], width: int) -> list[str]:
     from rich.table import Table
     from rich.text import Text
 
-    def gate_lines(r: dict) -> str:  # a dotted metric by its last name: max_accuracy_drop <= 0.1  0.02  pass
-        return "\n".join(f"{gate.split(' ', 1)[0].rsplit('.', 1)[-1]} {gate.split(' ', 1)[1]}  "
+    def short(subject: str) -> str:  # a dotted metric by its last name, inside a statistic too
+        stat, _, metric = subject.rpartition("(")
+        return f"{stat}({metric.rsplit('.', 1)[-1]}" if stat else subject.rsplit(".", 1)[-1]
+
+    def gate_lines(r: dict) -> str:  # max_accuracy_drop <= 0.1  0.02  pass
+        return "\n".join(f"{short(gate.split(' ', 1)[0])} {gate.split(' ', 1)[1]}  "
                          f"{'-' if actual is None else f'{actual:.4g}'}  {'pass' if passed else 'FAIL'}"
                          for gate, actual, passed in r.get("gate_results", [])) or "-"
 
@@ -104,7 +116,7 @@ def summary_table(labels: list[str], rows: list[dict], width: int) -> list[str]:
         ("test", labels, False, 0),
         ("scenario", [r["scenario"] for r in rows], False, 1),
         ("rounds", [str(r["rounds"]) for r in rows], True, 5),
-        ("final acc", [f"{r['final_accuracy']:.4f}" for r in rows], True, 6),
+        ("final acc", [final_accuracy(r) for r in rows], True, 6),
         ("MB", [f"{r['bytes_total'] / 1e6:.1f}" for r in rows], True, 3),
         ("max drop", [f"{r['max_accuracy_drop']:.3f}" for r in rows], True, 4),
         ("recovery s", ["-" if r.get("recovery_time_s") is None else f"{r['recovery_time_s']:.0f}" for r in rows],

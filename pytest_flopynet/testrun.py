@@ -2,12 +2,14 @@
 it records for JUnit and the terminal summary. Shared by the fixtures and the collected scenario files."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from .analysis.compare import headline
 from .analysis.gates import evaluate, failure_message
+from .analysis.spread import across_seeds
 from .model import ScenarioConfig, save_scenario
 from .report import allure
 from .report.exports import folder_name
@@ -61,15 +63,33 @@ def set_threads(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
-def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, source: Path | None, **parts):
-    """The Scenario runner for one test, wired to the run's settings and hooks."""
+def make_scenario(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, source: Path | None,
+                  seed: int | None = None, **parts):
+    """The Scenario runner for one test, wired to the run's settings and hooks; `seed`: one of the test's
+    seeds (seeds_for), its reports in a folder of its own."""
     set_threads(config)
     reason = session().unmet_requirements(scenario)
     if reason:
         pytest.skip(reason)
-    return session().Scenario(scenario, settings=run_settings(config), test_id=nodeid, source=source,
-                    reports_dir=report_folder(config, nodeid), on_event=config.hook.pytest_flopynet_event,
-                    on_round_end=config.hook.pytest_flopynet_round_end, worker=worker_id(config), **parts)
+    settings, folder = run_settings(config), report_folder(config, nodeid)
+    if seed is not None:
+        settings, folder = settings.but(seed=seed, seed_overrides_file=True), folder / f"seed_{seed}"
+    return session().Scenario(scenario, settings=settings, test_id=nodeid, source=source, reports_dir=folder,
+                    on_event=config.hook.pytest_flopynet_event, on_round_end=config.hook.pytest_flopynet_round_end,
+                    worker=worker_id(config), **parts)
+
+
+def seeds_for(config: pytest.Config, nodeid: str, scenario: ScenarioConfig, markers=()) -> list[int] | None:
+    """The seeds a test runs its scenario with: the test's seed and the next ones, as many as
+    --flopynet-seeds, @pytest.mark.seeds(N) or the scenario's `seeds` say; None for one (as always)."""
+    marked = [m.args[0] if m.args else None for m in markers]
+    if marked and not (isinstance(marked[0], int) and not isinstance(marked[0], bool) and marked[0] >= 1):
+        raise pytest.UsageError(f"{nodeid}: @pytest.mark.seeds takes a whole number of 1 or more, not {marked[0]!r}")
+    n = run_settings(config).seeds_for(scenario, marked[0] if marked else None)
+    if n == 1:
+        return None
+    base = run_settings(config).seed_for(scenario, nodeid)
+    return [base + i for i in range(n)]
 
 
 def gates_for(config: pytest.Config, scenario: ScenarioConfig, markers=()) -> list:
@@ -77,32 +97,81 @@ def gates_for(config: pytest.Config, scenario: ScenarioConfig, markers=()) -> li
     return run_settings(config).gates_for(scenario, tuple(g for m in markers for g in m.args))
 
 
-def finish(item: pytest.Item, runner) -> None:
-    """After a run: fail on a failed execution, record metrics for JUnit and the summary, check gates."""
+def other_seeds(item: pytest.Item, runner) -> list:
+    """A fixture test's scenario run again for the test's other seeds (seeds_for), with the events and
+    callbacks the test gave its runner: the test body saw the first seed, the gates judge them all."""
+    seeds = seeds_for(item.config, item.nodeid, runner.config, item.iter_markers("seeds"))
+    if not seeds or runner.result is None:
+        return []
+    runners = []
+    for seed in seeds[1:]:
+        other = make_scenario(item.config, item.nodeid, runner.config, runner.source, seed=seed)
+        other.events, other.callbacks = list(runner.events), list(runner.callbacks)
+        other.raise_on_failure, other.plot_gates = runner.raise_on_failure, runner.plot_gates
+        other.run()
+        runners.append(other)
+    return runners
+
+
+def finish(item: pytest.Item, runner, more: list | None = None) -> None:
+    """After a run (and with `more`, the runs of the test's other seeds): fail on a failed execution,
+    record metrics for JUnit and the summary, check gates over every seed."""
     result = runner.result
     if result is None:
         return
+    results = [result, *(r.result for r in more or () if r.result is not None)]
+    analyses = [r.analysis for r in results]
     summary = result.analysis["execution_summary"]
     for key, value in summary.items():
         item.user_properties.append((f"flopynet.{key}", value))
     gates = gates_for(item.config, result.config, item.iter_markers("gate"))
-    result.gate_outcomes = evaluate(gates, result.analysis)
+    outcomes = evaluate(gates, result.analysis, analyses)
+    for r in results:
+        r.gate_outcomes = outcomes
     verdicts = [f"{o.gate}: actual {'not available' if o.actual is None else f'{o.actual:.6g}'}, "
-                f"{'pass' if o.passed else 'fail'}" for o in result.gate_outcomes]
+                f"{'pass' if o.passed else 'fail'}" for o in outcomes]
     for verdict in verdicts:  # one JUnit property per gate: expression, actual value, verdict
         item.user_properties.append(("flopynet.gate", verdict))
+    spread = None
+    if len(results) > 1:
+        spread = write_seeds(report_folder(item.config, item.nodeid), analyses, outcomes,
+                             gates_for(item.config, result.config, item.iter_markers("gate")))
+        item.user_properties.append(("flopynet.seeds", ",".join(str(a.get("seed")) for a in analyses)))
     if allure.enabled(item.config):
-        allure.record(result, result.gate_outcomes)
+        allure.record(result, outcomes)
     # the terminal summary's row: on the call phase's report (plugin.py), which xdist carries to its controller
-    item.stash[SUMMARY_ROW] = {**headline(result.analysis), "gates_passed": sum(o.passed for o in result.gate_outcomes),
-                               "gates": len(result.gate_outcomes),
-                               "gate_results": [(str(o.gate), o.actual, o.passed) for o in result.gate_outcomes],
+    item.stash[SUMMARY_ROW] = {**headline(result.analysis), "gates_passed": sum(o.passed for o in outcomes),
+                               "gates": len(outcomes),
+                               "gate_results": [(str(o.gate), o.actual, o.passed) for o in outcomes],
                                "events_never_fired": result.analysis["events_never_fired"],
-                               "report": str(result.report_dir or "")}
-    if result.execution.error_message:
-        raise ScenarioFailed(f"scenario {result.config.name!r} {result.state}: {result.execution.error_message}")
-    if not all(o.passed for o in result.gate_outcomes):
-        raise GateFailed(f"scenario {result.config.name!r}: " + failure_message(result.gate_outcomes))
+                               "report": str(result.report_dir or ""),
+                               "seeds": [a.get("seed") for a in analyses] if spread else None,
+                               "final_accuracy_spread": spread["final_accuracy"] if spread else None}
+    for r in results:
+        if r.execution.error_message:
+            raise ScenarioFailed(f"scenario {r.config.name!r} (seed {r.execution.seed}) {r.state}: "
+                                 f"{r.execution.error_message}")
+    if not all(o.passed for o in outcomes):
+        seeds = f" over seeds {', '.join(str(a.get('seed')) for a in analyses)}" if spread else ""
+        raise GateFailed(f"scenario {result.config.name!r}{seeds}: " + failure_message(outcomes))
+
+
+def write_seeds(folder: Path, analyses: list[dict], outcomes, gates) -> dict:
+    """seeds.json (every seed's summary, the spread of each summary metric, the gates' verdicts) and
+    seeds.png (accuracy per round over the seeds) in the test's report folder; the spread."""
+    from .report.plots import plot_seeds  # matplotlib: only for a test that runs several seeds
+
+    spread = across_seeds(analyses)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "seeds.json").write_text(json.dumps({
+            "seeds": [a.get("seed") for a in analyses],
+            "runs": [{"seed": a.get("seed"), **a["execution_summary"]} for a in analyses],
+            "spread": spread,
+            "gates": [{"gate": str(o.gate), "actual": o.actual, "passed": o.passed} for o in outcomes],
+        }, indent=2, default=str) + "\n")
+        plot_seeds(analyses, folder / "seeds.png", gates)
+    return spread
 
 
 def write_falsifying(item: pytest.Item, config: ScenarioConfig) -> Path:

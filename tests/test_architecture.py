@@ -71,6 +71,7 @@ def test_function_level_imports_are_the_few_that_keep_startup_light():
         ("testrun", ""),  # session (torch) when a test first runs a scenario, not at pytest start-up
         ("base_scenario", "session"),  # the same for scenario classes, which discovery loads at collection
         ("report.exports", "report.plots"),  # matplotlib only for a scenario that asks for plots
+        ("testrun", "report.plots"),  # and for a test that runs several seeds
         ("fl", "fl.aggregation"),  # `pytest_flopynet.fl.aggregate` without torch at `import pytest_flopynet.fl`
         ("fl.client_conv", "fl.client_conv_triton"),  # Triton: CUDA builds of torch only
     }

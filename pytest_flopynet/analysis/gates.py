@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..model.gates import _OPS, Gate, GateSyntaxError, merge_gates, parse_gate  # noqa: F401 (re-exported)
+from .spread import statistic
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class GateOutcome:
 
     def __str__(self) -> str:
         actual = "not available" if self.actual is None else f"{self.actual:.6g}"
+        if self.actual is None and self.gate.stat in ("ci95_low", "ci95_high"):
+            actual += ": a confidence interval needs 2 or more seeds"
         return f"[{'PASS' if self.passed else 'FAIL'}] {self.gate}  (actual: {actual})"
 
 
@@ -46,13 +49,33 @@ def _walk(node: Any, parts: list[str]) -> Any:
     return _MISSING
 
 
-def evaluate(gates: Iterable[Gate], results: dict[str, Any]) -> list[GateOutcome]:
+def numbers(results: dict[str, Any], metric: str) -> float | None:
+    """A run's value of a dotted metric, if it is a number."""
+    value = lookup(results, metric)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
+        return float(value)
+    return None
+
+
+def evaluate(gates: Iterable[Gate], results: dict[str, Any], runs: list[dict[str, Any]] | None = None) -> list[GateOutcome]:
+    """Each gate against the results; with `runs` (the analyses of several seeds, results among them) a
+    plain gate must hold for every seed (its actual value is the worst) and a statistic's gate is
+    judged on that statistic over the seeds."""
+    runs = runs or [results]
     outcomes = []
     for gate in gates:
-        value = lookup(results, gate.metric)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-        actual = float(value) if ok else None
-        outcomes.append(GateOutcome(gate, actual, ok and _OPS[gate.op](actual, gate.threshold)))
+        values = [numbers(r, gate.metric) for r in runs]
+        if any(v is None for v in values):
+            outcomes.append(GateOutcome(gate, None, False))
+            continue
+        if gate.stat:
+            actual = statistic(gate.stat, values)
+            passed = actual is not None and _OPS[gate.op](actual, gate.threshold)
+        else:
+            failing = [v for v in values if not _OPS[gate.op](v, gate.threshold)]
+            worst = min if gate.op in (">=", ">") else max if gate.op in ("<=", "<") else (lambda xs: xs[0])
+            actual, passed = worst(failing or values), not failing
+        outcomes.append(GateOutcome(gate, actual, passed))
     return outcomes
 
 

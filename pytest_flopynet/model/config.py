@@ -148,8 +148,11 @@ class ScenarioConfig:
     seed: int | None = spec(None, "Extension: fixes the seed of this scenario (overrides the run's seed).", minimum=0)
     tags: list[str] = spec(doc="Extension: become pytest markers.", factory=list,
                            items={"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"})
-    gates: list[str] = spec(doc="Extension: 'metric op number' checks, e.g. 'final_accuracy >= 0.85'.",
+    gates: list[str] = spec(doc="Extension: 'metric op number' checks, e.g. 'final_accuracy >= 0.85', or over the "
+                            "seeds: 'mean(final_accuracy) >= 0.85' (median, min, max, std, ci95_low, ci95_high).",
                             factory=list, items={"type": "string"})
+    seeds: int | None = spec(None, "Extension: runs of this scenario under pytest, one per seed (seed, seed + 1, ...); "
+                                   "its gates judge them all.", minimum=1)
     backend: str | None = spec(None, "Extension: backend to run on (sim, netns, gns3).", enum=[*BACKENDS, None])
 
     @property

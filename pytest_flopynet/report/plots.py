@@ -248,9 +248,9 @@ LEVELS = ("final", "min", "max", "mean")  # a metric summary's levels; its trend
 
 
 def parse_gates(gates: Iterable[str | Gate]) -> list[Gate]:
-    """Gates as given (expressions or parsed), the last one per metric, as merge_gates keeps them."""
+    """Gates as given (expressions or parsed), the last one per metric and statistic, as merge_gates keeps them."""
     parsed = [g if isinstance(g, Gate) else parse_gate(g) for g in gates or ()]
-    return list({g.metric: g for g in parsed}.values())
+    return list({g.subject: g for g in parsed}.values())
 
 
 def gate_panel(metric: str) -> str | None:
@@ -632,4 +632,39 @@ def plot_comparison(results: dict[str, dict], path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _save(comparison_figure(results), path)
+    return path
+
+
+def seeds_figure(runs: list[dict], gates: Iterable[str | Gate] = ()) -> Figure:
+    """Test accuracy per round over the runs of several seeds: each seed a thin line, their mean a thick
+    one, the band from the lowest to the highest seed shaded; the accuracy gates drawn."""
+    name = runs[0].get("scenario_name", "scenario")
+    fig, (ax,) = _figure(1, f"{name}: test accuracy over {len(runs)} seeds (mean, band from lowest to highest)", 0,
+                         height=3.6)
+    by_round: dict[int, list[float]] = {}
+    for i, run in enumerate(runs):
+        rounds = run.get("rounds") or []
+        ax.plot([r["round"] for r in rounds], [_num(r.get("accuracy")) for r in rounds], linewidth=0.9, alpha=0.7,
+                color=LINE_COLOURS[i % len(LINE_COLOURS)], label=f"seed {run.get('seed')}")
+        for r in rounds:
+            by_round.setdefault(r["round"], []).append(_num(r.get("accuracy")))
+    xs = sorted(by_round)
+    full = [x for x in xs if len(by_round[x]) == len(runs)]  # rounds every seed reached
+    ax.fill_between(full, [min(by_round[x]) for x in full], [max(by_round[x]) for x in full], color="0.55",
+                    alpha=0.25, linewidth=0, label="lowest to highest")
+    ax.plot(full, [sum(by_round[x]) / len(runs) for x in full], color="0.1", linewidth=2.2, label="mean")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("Test accuracy (fraction, 0\u20131)")
+    ax.set_xlabel("Round")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    draw_gates(ax, parse_gates(gates), "accuracy")
+    ax.legend(loc="lower right", fontsize=9, framealpha=0.95, ncols=1 if len(runs) <= 6 else 2)
+    return fig
+
+
+def plot_seeds(runs: list[dict], path: Path, gates: Iterable[str | Gate] = ()) -> Path:
+    """seeds_figure() as a PNG at path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save(seeds_figure(runs, gates), path)
     return path

@@ -29,8 +29,8 @@ def test_sim_times_follow_the_model_worked_by_hand(flows):
 
 def test_sim_charges_loss_by_congestion_control_worked_by_hand():
     """10 Mbit/s, 1 ms RTT, 5% loss. Both pay the SYN timeouts, q / (1 - 2q) s with q = 1 - 0.95^2, and send
-    1 / 0.95 bytes per byte delivered; cubic also idles in timeouts: Q(5%) = 0.035 x the BDP's square root
-    over the table's, (10 / 50 x 1 / 0.2)^0.5 = 1, per lost segment, each RTO = 0.201 s times Padhye's
+    1 / 0.95 bytes per byte delivered; cubic also idles in timeouts: Q(5%) = 0.035, its odds (0.0362694) times
+    the BDP's square root over the table's, (10 / 50 x 1 / 0.3)^0.5 = 0.8165: Q = 0.0287614 per lost segment, each RTO = 0.201 s times Padhye's
     f(0.05), and its window's rate, 1448 / (0.001 sqrt(2 x 0.05 / 3)) = 7.93 MB/s, meets the link's c10 in
     the sawtooth's smooth minimum (the lossy link is the path's last: the first carries all it sends)."""
     c10 = 10e6 / 8 * 1448 / 1514
@@ -39,14 +39,15 @@ def test_sim_charges_loss_by_congestion_control_worked_by_hand():
     bbr = calibrate("sim", nbytes=MB, bandwidth_mbps=10, rtt_ms=1, loss=0.05, congestion_control="bbr")
     assert bbr["seconds"] == pytest.approx(setup + MB / (c10 * 0.95) + 0.0005, rel=1e-9)
     f = 1.0555555
-    stall = 0.05 / 0.95 * 0.035 * 1.0 * 0.201 * f / 1448  # seconds per byte delivered
+    odds = 0.035 / 0.965 * (2 / 3) ** 0.5
+    stall = 0.05 / 0.95 * odds / (1 + odds) * 0.201 * f / 1448  # seconds per byte delivered
     window = 1448 / (0.001 * (2 * 0.05 / 3) ** 0.5)
     rate = (c10**-2 + window**-2) ** -0.5
     cubic = calibrate("sim", nbytes=MB, bandwidth_mbps=10, rtt_ms=1, loss=0.05)
     assert cubic["seconds"] == pytest.approx(setup + MB / (rate * 0.95) + MB * stall + 0.0005, rel=1e-6)
     assert cubic["congestion_control"] == "cubic"
-    # the stall adds MB x stall = 0.270 s and the sawtooth 0.0099 s to bbr's 1.0031 s: 1.279x as long
-    assert cubic["seconds"] / bbr["seconds"] == pytest.approx(1.2790, abs=1e-4)
+    # the stall adds MB x stall = 0.2218 s and the sawtooth 0.0099 s to bbr's 1.0031 s: 1.231x as long
+    assert cubic["seconds"] / bbr["seconds"] == pytest.approx(1.2310, abs=1e-4)
 
 
 def test_the_command_prints_a_line_or_json_and_refuses_bad_values_in_one_line(tmp_path):

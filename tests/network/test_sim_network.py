@@ -298,3 +298,20 @@ def test_custom_topology_without_a_client_is_a_clear_error(tmp_path):
                                                                    custom_topology_file="t.json"))
     with pytest.raises(TopologyError, match=r"t.json: the topology lacks hosts client_1, client_2"):
         build_topology(config, base_dir=tmp_path)
+
+
+def test_the_server_reaches_a_population_through_one_tree_and_uploads_take_the_download_path_back():
+    net, _ = network("mesh", clients=6, switches=4, latency=1.0)
+    controller = net.controller
+    before = controller.stats["route_computations"]
+    reached = net.reachable("fl_server")
+    assert {f"client_{i}" for i in range(1, 7)} <= reached and "fl_server" in reached
+    for i in range(1, 7):
+        down, up = controller.route("fl_server", f"client_{i}"), controller.route(f"client_{i}", "fl_server")
+        assert [name for name, _ in up] == [name for name, _ in down][::-1]  # the same links, reversed
+        path = nx.shortest_path(net.topology.graph, "fl_server", f"client_{i}", weight=lambda a, b, d: 1.0)
+        assert len(down) == len(path) - 1  # equal delays: the fewest hops
+    assert controller.stats["route_computations"] == before + 12  # one per (src, dst), all from one tree
+    net.apply(Condition(tuple(net.topology.links_of("client_3")), down=True))
+    assert "client_3" not in net.reachable("fl_server") and "client_2" in net.reachable("fl_server")
+    assert controller.route("client_3", "fl_server") is None

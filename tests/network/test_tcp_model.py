@@ -54,19 +54,23 @@ def test_timeouts_per_lost_segment_interpolate_the_measured_table():
 
 
 def test_the_stall_of_a_cubic_flow_at_5_percent_loss_worked_by_hand():
-    # p / (1 - p) lost segments per delivered one, each a timeout with Q(5%) = 0.035 at 50 Mbit/s and 0.2 ms,
-    # times (BDP / BDP there)^0.5 = (10 / 50)^0.5 through a 10 Mbit/s bottleneck at 0.2 ms, of
-    # RTO = RTT + 200 ms = 0.2002 s times f(0.05) = 1.0555555: per byte of 1448
+    # p / (1 - p) lost segments per delivered one, each a timeout with probability Q, of RTO = RTT + 200 ms
+    # times f(0.05) = 1.0555555, per byte of 1448. Q(5%) = 0.035 at 50 Mbit/s and 0.3 ms; elsewhere its odds,
+    # 0.035 / 0.965 = 0.0362694, go with the square root of the BDP over that one:
     f = 1 + 0.05 + 2 * 0.05**2 + 4 * 0.05**3 + 8 * 0.05**4 + 16 * 0.05**5 + 32 * 0.05**6
-    per_byte = 0.05 / 0.95 * 0.035 * math.sqrt(0.2) * 0.2002 * f / 1448
     c10 = 10e6 / 8 * 1448 / 1514
-    assert stall_per_byte("cubic", 0.0002, 0.05, c10) == pytest.approx(per_byte)
-    assert stall_per_byte("cubic", 0.0, 0.05, c10) == pytest.approx(per_byte / 0.2002 * 0.2)  # RTT floor: 0.2 ms
-    # at 100 ms the BDP is 500 times larger: Q = 0.035 * (0.2 * 500)^0.5 = 0.35, RTO 0.3 s
-    assert stall_per_byte("reno", 0.1, 0.05, c10) == pytest.approx(0.05 / 0.95 * 0.35 * 0.3 * f / 1448)
-    # and at 10%, Q(10%) = 0.193 times 10 is past 1: every lost segment times out
-    f10 = backoff(0.1)
-    assert stall_per_byte("cubic", 0.1, 0.1, c10) == pytest.approx(0.1 / 0.9 * 1.0 * 0.3 * f10 / 1448)
+
+    def q(odds: float) -> float:
+        return odds / (1 + odds)
+    # 10 Mbit/s at 0.3 ms: odds x (10 / 50)^0.5 = 0.0162202, Q = 0.0159613
+    per_byte = 0.05 / 0.95 * q(0.0362694 * math.sqrt(0.2)) * 0.2003 * f / 1448
+    assert stall_per_byte("cubic", 0.0003, 0.05, c10) == pytest.approx(per_byte, rel=1e-5)
+    assert stall_per_byte("cubic", 0.0, 0.05, c10) == pytest.approx(per_byte / 0.2003 * 0.2, rel=1e-5)  # floor 0.3 ms
+    # at 100 ms the BDP is 333.3 times larger: odds x (0.2 x 333.3)^0.5 = 0.296139, Q = 0.228478, RTO 0.3 s
+    assert stall_per_byte("reno", 0.1, 0.05, c10) == pytest.approx(0.05 / 0.95 * 0.228478 * 0.3 * f / 1448, rel=1e-5)
+    # at 10%, Q(10%) = 0.193: odds 0.239157 x 8.16497 = 1.952702, Q = 0.661328 (on Q itself it would pass 1)
+    assert stall_per_byte("cubic", 0.1, 0.1, c10) == pytest.approx(0.1 / 0.9 * 0.661328 * 0.3 * backoff(0.1) / 1448,
+                                                                   rel=1e-5)
     # sending its share of C it delivers 0.95 C and idles per_byte seconds per byte delivered
     assert goodput(c10, 0.05, per_byte) == pytest.approx(1 / (1 / (0.95 * c10) + per_byte))
 
