@@ -134,8 +134,7 @@ def finish(item: pytest.Item, runner, more: list | None = None) -> None:
         item.user_properties.append(("flopynet.gate", verdict))
     spread = None
     if len(results) > 1:
-        spread = write_seeds(report_folder(item.config, item.nodeid), analyses, outcomes,
-                             gates_for(item.config, result.config, item.iter_markers("gate")))
+        spread = write_seeds(report_folder(item.config, item.nodeid), analyses, outcomes, gates)
         item.user_properties.append(("flopynet.seeds", ",".join(str(a.get("seed")) for a in analyses)))
     if allure.enabled(item.config):
         allure.record(result, outcomes)
