@@ -1,12 +1,11 @@
 """CI gates checked against results (the grammar is model.gates: part of the scenario file)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from ..model.gates import _OPS, Gate, GateSyntaxError, merge_gates, parse_gate  # noqa: F401 (re-exported)
-from .spread import statistic
+from .spread import is_number, statistic
 
 
 @dataclass(frozen=True)
@@ -52,9 +51,7 @@ def _walk(node: Any, parts: list[str]) -> Any:
 def numbers(results: dict[str, Any], metric: str) -> float | None:
     """A run's value of a dotted metric, if it is a number."""
     value = lookup(results, metric)
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
-        return float(value)
-    return None
+    return float(value) if is_number(value) else None
 
 
 def evaluate(gates: Iterable[Gate], results: dict[str, Any], runs: list[dict[str, Any]] | None = None) -> list[GateOutcome]:

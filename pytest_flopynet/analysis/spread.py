@@ -7,6 +7,11 @@ import statistics
 from typing import Any, Iterable
 
 
+def is_number(value: Any) -> bool:
+    """A real number, not a bool and not NaN: what a gate or a statistic can use."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
 def describe(values: Iterable[float]) -> dict[str, Any]:
     """n, mean, std (sample, n - 1), median, min, max and ci95 [low, high] of the values; ci95 is None
     below two values (one run says nothing of its spread)."""
@@ -34,8 +39,6 @@ def statistic(stat: str, values: list[float]) -> float | None:
 
 def across_seeds(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """describe() of every numeric execution-summary metric over the runs (one analysis per seed)."""
-    def number(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
-    keys = [k for k, v in runs[0]["execution_summary"].items() if number(v)]
-    return {key: describe(r["execution_summary"][key] for r in runs if number(r["execution_summary"].get(key)))
+    keys = [k for k, v in runs[0]["execution_summary"].items() if is_number(v)]
+    return {key: describe(r["execution_summary"][key] for r in runs if is_number(r["execution_summary"].get(key)))
             for key in keys}
