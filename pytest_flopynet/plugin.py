@@ -12,8 +12,8 @@ from .errors import FlopynetError, ScenarioValidationError, UnavailableError
 from .settings import RunSettings, SettingError
 from .terminal import SummaryReporter, install_live_progress
 from .report import allure
-from .testrun import (SUMMARY_ROW, finish, make_scenario, other_seeds, reports_root, run_settings, seeds_for, session,
-                      write_falsifying)
+from .testrun import (SUMMARY_ROW, Elsewhere, SeedRun, close_seed_engine, finish, make_scenario, other_seeds,
+                      reports_root, run_settings, seeds_for, session, workers_elsewhere, write_falsifying)
 
 pytest_plugins = ["pytest_flopynet.fixtures"]
 
@@ -24,6 +24,10 @@ def pytest_addhooks(pluginmanager):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     RunSettings.add_pytest_options(parser)  # --flopynet-<name> and ini flopynet_<name>, from settings.OPTIONS
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    close_seed_engine(config)  # the processes (or Ray) that ran tests' other seeds
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -166,17 +170,25 @@ class ScenarioItem(pytest.Item):
         self.topology = topology  # built when the file was checked at collection
 
     def runtest(self) -> None:
-        """The scenario once, or once per seed (seeds_for), one after another; gates judge them together."""
+        """The scenario once, or once per seed (seeds_for): the first here, the others at once in processes
+        of their own where they may (workers_elsewhere), else one after another; gates judge them together."""
         seeds = seeds_for(self.config, self.nodeid, self.scenario.config, self.iter_markers("seeds")) or [None]
+        workers = workers_elsewhere(self.config, alongside=True) if len(seeds) > 1 else None
+        elsewhere = workers and Elsewhere(self.config, [SeedRun.of(self, seed, self.path, name=self.scenario.config.name)
+                                                        for seed in seeds[1:]], workers)
         runners = []
         try:
-            for seed in seeds:
+            for seed in seeds[:1] if elsewhere else seeds:
                 runners.append(make_scenario(self.config, self.nodeid, self.scenario.config, self.path, seed=seed,
                                              topology=self.topology, checked=True))
                 self.scenario.execute_on(runners[-1])
+            others = elsewhere.results() if elsewhere else []
         except UnavailableError as exc:
             pytest.skip(str(exc))
-        finish(self, runners[0], runners[1:])
+        finally:
+            if elsewhere:
+                elsewhere.wait()  # no process of this test outlives it
+        finish(self, runners[0], [*runners[1:], *others])
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, (AssertionError, FlopynetError)):

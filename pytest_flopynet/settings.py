@@ -58,6 +58,12 @@ def _count(text: str) -> int:
     return n
 
 
+def _workers(text: str) -> int | str:
+    """auto, ray, or a whole number of 1 or more."""
+    text = str(text).strip().lower()
+    return text if text in ("auto", "ray") else _count(text)
+
+
 def _truthy(text: str) -> bool:
     return str(text).strip().lower() in ("1", "true", "yes", "on")
 
@@ -85,8 +91,8 @@ class Option:
         try:
             return self.parse(text)
         except (TypeError, ValueError):
-            kind = {int: "an integer", float: "a number", _count: "a whole number of 1 or more"}.get(self.parse,
-                                                                                              "a valid value")
+            kind = {int: "an integer", float: "a number", _count: "a whole number of 1 or more",
+                    _workers: "auto, ray or a whole number of 1 or more"}.get(self.parse, "a valid value")
             raise SettingError(f"--flopynet-{self.name.replace('_', '-')} / ini flopynet_{self.name}: {text!r} is "
                                f"not {kind}") from None
 
@@ -108,6 +114,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("seeds", "runs of each scenario, one per seed (the test's seed, + 1, ...); gates may then take "
                     "mean(metric), median, min, max, std, ci95_low or ci95_high over them, and a plain gate holds for "
                     "every seed (default: @pytest.mark.seeds(N), else the scenario's seeds, else 1)", parse=_count,
+           cli=None),
+    Option("seeds_workers", "seeds of a test that run at once, the first in the test's process and the others in "
+                            "processes of their own: a number (1: one after another), ray (each a Ray task, on the "
+                            "cluster at RAY_ADDRESS, else a local one) or auto (default: the cores, shared among xdist "
+                            "workers). A test whose body adds callbacks, or a run with flopynet hook implementations, "
+                            "runs them one after another. Metrics are the same either way", "auto", parse=_workers,
            cli=None),
     Option("size", "largest scenarios to run: ci (default: full-size scenarios skip, saying so) or full (they run, "
                    "each still skipping where the machine lacks its cores, memory or data)", "ci", choices=("ci", "full"),
@@ -139,6 +151,7 @@ class RunSettings:
     executor: str = "auto"
     threads: int | None = None  # clients trained at once (None: 1); pytest and flopynet run keep torch at one thread
     seeds: int | None = None  # runs per scenario (None: the marker's, the scenario's, else 1)
+    seeds_workers: int | str = "auto"  # a test's seeds run at once: a count, "ray" or "auto" (testrun.seed_workers)
     size: str = "ci"  # pytest: "ci" skips full-size scenarios
     plot_axis: str = "time"
     time_scale: float | None = None

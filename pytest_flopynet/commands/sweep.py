@@ -8,10 +8,8 @@ import itertools
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -19,12 +17,10 @@ from ..analysis.spread import across_seeds
 from ..discovery import find_scenario
 from ..errors import FlopynetError
 from ..model.io import from_dict, to_dict
+from ..parallel import Processes, Ray
 from ..session import Scenario
 from ..settings import RunSettings
 from . import EXIT_FAILED, EXIT_OK
-
-RAY_HINT = "flopynet sweep --engine ray needs Ray: pip install 'pytest-flopynet[ray]'"
-
 
 def parse_seeds(text: str) -> list[int]:
     """'1-5', '0,3,7' or '1-3,9': the seeds in the order given, each once."""
@@ -92,36 +88,6 @@ def run_one(task: dict[str, Any]) -> dict[str, Any]:
     return {**head, "state": str(result.state), "execution_summary": result.analysis["execution_summary"]}
 
 
-def local_engine(tasks: list[dict], workers: int) -> Iterator[dict]:
-    """Runs in processes of this machine (spawned: torch is not forked), as they finish."""
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        for future in as_completed([pool.submit(run_one, t) for t in tasks]):
-            yield future.result()
-
-
-def ray_engine(tasks: list[dict], address: str | None, workers: int) -> Iterator[dict]:
-    """One Ray task per run, each declaring one CPU (and a GPU where the cluster has them: the executors
-    train on it), on the cluster at `address` or an embedded local one; results as they finish."""
-    try:
-        import ray
-    except ImportError:
-        raise FlopynetError(RAY_HINT) from None
-    started = not ray.is_initialized()
-    if started:
-        options = {"address": address} if address else {"num_cpus": workers}
-        ray.init(include_dashboard=False, log_to_driver=False, **options)
-    try:
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(run_one)
-        pending = [remote.remote(t) for t in tasks]
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            yield ray.get(done[0])
-    finally:
-        if started:
-            ray.shutdown()
-
-
 def group_statistics(runs: list[dict], groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per combination: its runs' n and, for every numeric summary metric, describe() over them."""
     out = []
@@ -145,12 +111,13 @@ def sweep(scenario: str, seeds: list[int], sets: list[tuple[str, list[Any]]], *,
     tasks = [{"scenario": str(scenario), "cwd": str(Path.cwd()), "size": size, "seed": seed, "overrides": overrides,
               "backend": backend, "executor": executor, "data_dir": data_dir} for overrides in groups for seed in seeds]
     workers = workers or os.cpu_count() or 1
-    stream = ray_engine(tasks, address, workers) if engine == "ray" else local_engine(tasks, min(workers, len(tasks)))
     runs = []
-    for run in stream:
-        runs.append(run)
-        if on_run is not None:
-            on_run(run, len(runs), len(tasks))
+    with (Ray(address, workers, needs="flopynet sweep --engine ray") if engine == "ray"
+          else Processes(min(workers, len(tasks)))) as runner:
+        for run in runner.run(run_one, tasks):
+            runs.append(run)
+            if on_run is not None:
+                on_run(run, len(runs), len(tasks))
     order = {(json.dumps(t["overrides"], sort_keys=True), t["seed"]): i for i, t in enumerate(tasks)}
     runs.sort(key=lambda r: order[(json.dumps(r["overrides"], sort_keys=True), r["seed"])])
     return {"scenario": found.config.name, "engine": engine, "seeds": seeds, "runs": runs,

@@ -1,5 +1,6 @@
 """Several seeds per scenario and gates over them (mean, min, ci95_low ...): pytest processes in a scratch
 project (pytester), checked against runs of the same seeds made here, and the statistics by hand."""
+import importlib.util
 import json
 import math
 import textwrap
@@ -109,3 +110,60 @@ def test_the_seeds_marker_reruns_a_fixture_test_and_a_bad_count_is_a_usage_error
     bad = pytester.runpytest_subprocess("--flopynet-seeds", "0")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--flopynet-seeds / ini flopynet_seeds: '0' is not a whole number of 1 or more*"])
+
+
+def _seeds_report(pytester, folder: str) -> dict:
+    return json.loads((pytester.path / "reports" / folder / "seeds.json").read_text())
+
+
+def test_seeds_run_at_once_in_other_processes_give_the_same_report_as_one_after_another(pytester):
+    """The first seed runs in the test's process while the others run in spawned processes (or on Ray):
+    seeds.json, every seed's analysis.json and the gates' verdicts equal those of the seeds run in turn."""
+    pytester.makeini(INI)
+    (pytester.path / "s.scenario.yaml").write_text(SEEDED)
+    (pytester.path / "tiny.yaml").write_text(SEEDED.replace("seeds: 3\n", ""))
+    pytester.makepyfile(test_m=textwrap.dedent("""
+        import pytest
+        from pytest_flopynet import ScenarioEvent
+
+        @pytest.mark.scenario("tiny.yaml")
+        @pytest.mark.seeds(3)
+        def test_fixture(scenario):
+            scenario.add_event(ScenarioEvent(event_type="network_latency_increase", target="all_links",
+                                             trigger_time=0.0, duration=30.0, parameters={"latency_increase_ms": 80}))
+            scenario.run()
+    """))
+    folders = ("s.scenario.yaml_tiny", "test_m.py_test_fixture")
+    reports = {}
+    for workers in ("1", "2", "ray"):
+        if workers == "ray" and importlib.util.find_spec("ray") is None:
+            continue
+        result = pytester.runpytest_subprocess("--flopynet-seeds-workers", workers)
+        result.assert_outcomes(passed=2)
+        reports[workers] = [_seeds_report(pytester, f) for f in folders]
+        analyses = [json.loads(p.read_text()) for f in folders
+                    for p in sorted((pytester.path / "reports" / f).glob("seed_*/analysis.json"))]
+        reports[workers].append([(a["execution_summary"], len(a["events"])) for a in analyses])
+    assert len(reports["1"][2]) == 5  # a folder for every seed but the fixture test's first (the test's own)
+    assert reports["2"] == reports["1"]
+    if "ray" in reports:
+        assert reports["ray"] == reports["1"]
+    assert [n for _, n in reports["1"][2]] == [0, 0, 0, 1, 1]  # the body's event ran on the other seeds too
+
+
+def test_seeds_stay_in_the_tests_process_where_a_hook_listens_and_a_bad_worker_count_is_a_usage_error(pytester):
+    pytester.makeini(INI)
+    (pytester.path / "s.scenario.yaml").write_text(SEEDED)
+    pytester.makeconftest(textwrap.dedent("""
+        import os
+        def pytest_flopynet_round_end(round, metrics, execution):
+            with open("rounds.txt", "a") as f:
+                f.write(f"{os.getpid()} {execution.seed} {round}\\n")
+    """))
+    pytester.runpytest_subprocess("--flopynet-seeds-workers", "2").assert_outcomes(passed=1)
+    lines = (pytester.path / "rounds.txt").read_text().split("\n")[:-1]
+    assert len(lines) == 3 * 2 and len({line.split()[0] for line in lines}) == 1  # 3 seeds x 2 rounds, one process
+    bad = pytester.runpytest_subprocess("--flopynet-seeds-workers", "many")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--flopynet-seeds-workers / ini flopynet_seeds_workers: 'many' is not auto, ray or a "
+                              "whole number of 1 or more*"])

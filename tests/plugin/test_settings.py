@@ -32,7 +32,7 @@ def test_every_option_is_a_pytest_option_an_ini_key_and_a_command_line_flag(pyte
     RunSettings.add_cli_arguments(parser)
     flags = {a.dest for a in parser._actions}
     # flopynet run's --size picks a variant; several seeds are flopynet sweep's --seeds
-    assert [opt.name for opt in OPTIONS if opt.cli is None] == ["seeds", "size"]
+    assert [opt.name for opt in OPTIONS if opt.cli is None] == ["seeds", "seeds_workers", "size"]
     for opt in OPTIONS:  # pytest raises ValueError for an option or ini key it does not know
         pytestconfig.getoption(f"flopynet_{opt.name}")
         pytestconfig.getini(f"flopynet_{opt.name}")

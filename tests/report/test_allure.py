@@ -77,3 +77,19 @@ def test_the_html_report_shows_each_scenario_and_its_attachments(allure_results,
     for name in FILES:
         assert name in dom, name
     assert "network_latency_increase start on all_links" in dom
+
+
+def test_a_test_of_several_seeds_attaches_their_spread(tmp_path):
+    """Allure steps and files come from the first seed's run (the others may run in other processes);
+    seeds.json and seeds.png, what the gates judged, are attached beside them."""
+    (tmp_path / "plotted.scenario.yaml").write_text(SCENARIO)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--alluredir", "results",
+                           "--flopynet-seeds", "3", "--flopynet-seeds-workers", "2"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    (result,) = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("*-result.json")]
+    assert sorted(a["name"] for a in result["attachments"]) == sorted([*FILES, "seeds.json", "seeds.png"])
+    assert sum(" round " in s["name"] and "ends" in s["name"] for s in result["steps"]) == 4
+    source = next(a["source"] for a in result["attachments"] if a["name"] == "seeds.json")
+    seeds = json.loads((tmp_path / "results" / source).read_text())
+    assert len(seeds["runs"]) == 3 and all(r["fl_rounds_completed"] == 4 for r in seeds["runs"])
