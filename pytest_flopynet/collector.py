@@ -34,6 +34,12 @@ class RoundRecord:
     loss: float
     rejected: list[str] = field(default_factory=list)  # returned, but dropped by the policy engine
     aggregated: bool = True  # False: too few updates for the rule, the global model was kept
+    # the nodes executor's (what its processes measured; left out of the results when empty):
+    failed: list[str] = field(default_factory=list)  # selected, but not connected or lost mid-round
+    client_times: dict[str, dict[str, float]] = field(default_factory=dict)  # transfer and training seconds
+
+
+OPTIONAL_ROUND_FIELDS = ("failed", "client_times")
 
 
 @dataclass
@@ -68,7 +74,7 @@ class Collector:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "rounds": [asdict(r) for r in self.rounds],
+            "rounds": [{k: v for k, v in asdict(r).items() if v or k not in OPTIONAL_ROUND_FIELDS} for r in self.rounds],
             "events": [asdict(e) for e in self.events],
             "samples": {name: [list(p) for p in pairs] for name, pairs in self.samples.items()},
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from .engine.clock import clock_for
 from .engine.orchestrator import Orchestrator, ScenarioExecution, StatusCallback, TimedCallback
 from .errors import FlopynetError, UnavailableError
 from .fl.cluster import FLCluster
+from .fl.nodes import NODE_PORT, NodeProcesses, nodes_unsupported
 from .model import ScenarioConfig, ScenarioEvent, ScenarioState, ScenarioWarning, event_spec
 from .netmodel import Topology
 from .network import make_backend
@@ -123,7 +125,8 @@ class Scenario:
     @property
     def cluster(self) -> FLCluster:
         if self._cluster is None:
-            self._cluster = FLCluster(self.config, self.seed, self.data_dir, executor=self.executor,
+            executor = "sequential" if self.executor == "nodes" else self.executor  # nodes: selection and state here
+            self._cluster = FLCluster(self.config, self.seed, self.data_dir, executor=executor,
                                       workers=self.settings.threads or 1)
         return self._cluster
 
@@ -170,16 +173,23 @@ class Scenario:
         if reason:
             raise UnavailableError(reason)
         clock = clock_for(self.backend, self.backend_options.get("time_scale"))
-        backend = make_backend(self.backend, clock, self.controller, worker=self.worker, options=self.backend_options)
-        reason = unsupported_events(backend, config.events)
+        options = {**self.backend_options, **({"node_port": NODE_PORT} if self.executor == "nodes" else {})}
+        backend = make_backend(self.backend, clock, self.controller, worker=self.worker, options=options)
+        reason = unsupported_events(backend, config.events) or (nodes_unsupported(backend, config)
+                                                                if self.executor == "nodes" else None)
         if reason:
             raise UnavailableError(reason)
         backend.build(self.topology)
+        nodes = None
+        if self.executor == "nodes":
+            folder = (self.reports_dir / "nodes" if self.reports_dir is not None
+                      else Path(tempfile.mkdtemp(prefix="flopynet-nodes-")))  # its logs and state files
+            nodes = NodeProcesses(backend, config, self.seed, self.data_dir, folder)
         execution = ScenarioExecution(f"{config.name}-{self.seed}", config, self.seed, backend=self.backend)
         orchestrator = Orchestrator(execution, clock=clock, backend=backend, topology=self.topology,
                                     cluster=self.cluster, controller=self.controller, callbacks=self.callbacks,
                                     status_callbacks=self.status_callbacks, on_event=self._log_event,
-                                    on_round_end=self._log_round)
+                                    on_round_end=self._log_round, nodes=nodes)
         with self._control:
             self.orchestrator = orchestrator
             for action in self._pending:

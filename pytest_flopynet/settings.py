@@ -20,6 +20,8 @@ EXECUTORS = {  # how clients train, by the name --flopynet-executor takes (fl/ex
     "batched": "every client of a round at once (torch.func vmap; CUDA graphs on a GPU)",
     "compiled": "batched, with torch.compile and, on a GPU, 3x3 convolutions as one Triton kernel for all clients "
                 "(a slow first round per group shape, faster rounds after)",
+    "nodes": "the FL server and each client as a process of its own (fl/node.py) exchanging weights over TCP: in "
+             "their namespaces through OVS on netns (the round's real traffic and time), over loopback on sim",
 }
 EXECUTORS_HELP = "how clients train: " + "; ".join(f"{name}: {what}" for name, what in EXECUTORS.items())
 BACKEND_NAMES = ("sim", "netns", "gns3")  # the built-in ones; network.BACKENDS also has other packages'

@@ -35,6 +35,7 @@ class EventContext:
     clock: Clock
     seed: int
     changed: Callable[[], None] = lambda: None  # a running event changed the network again: sample it
+    nodes: object = None  # the nodes executor's NodeProcesses: client failures kill real processes
 
 
 def target_links(event: ScenarioEvent, ctx: EventContext, index: int) -> tuple[str, ...]:
@@ -125,9 +126,15 @@ def client_failure(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
                         lambda cl, c, t: cl.clients[c].intermittent.remove(p))(event, ctx, index)
     away = _clients(FLCluster.go_away, FLCluster.come_back)(event, ctx, index)
     handle = ctx.backend.apply(Condition(hosts_down=tuple(event_clients(event))))
+    if ctx.nodes is not None:  # the client's process crashes (SIGKILL) and is started again at recovery
+        for c in event_clients(event):
+            ctx.nodes.kill_client(c)
 
     def undo() -> None:
         ctx.backend.revert(handle)
+        if ctx.nodes is not None:
+            for c in event_clients(event):
+                ctx.nodes.start_client(c)
         away()
     return undo
 

@@ -16,8 +16,8 @@ from ..collector import LINK_GROUPS, LINK_METRICS, Collector, EventRecord, Round
 from ..errors import FlopynetError, UnavailableError
 from ..controller import Controller
 from ..fl.cluster import FLCluster
-from ..model import (EventType, ScenarioConfig, ScenarioEvent, ScenarioState, by_client_number, event_clients,
-                     event_duration, rule_spec)
+from ..model import (EventType, ScenarioConfig, ScenarioEvent, ScenarioState, by_client_number, client_number,
+                     event_clients, event_duration, rule_spec)
 from ..netmodel import Flow, Topology
 from ..network.backend import Backend
 from ..policy import PolicyEngine
@@ -59,7 +59,8 @@ class Orchestrator:
                  cluster: FLCluster, controller: Controller, policy: PolicyEngine | None = None,
                  events: list[ScenarioEvent] | None = None,
                  callbacks: list[TimedCallback] = (), status_callbacks: list[StatusCallback] = (),
-                 on_event: Callable[..., None] | None = None, on_round_end: Callable[..., None] | None = None):
+                 on_event: Callable[..., None] | None = None, on_round_end: Callable[..., None] | None = None,
+                 nodes=None):
         self.execution = execution
         self.config = execution.config
         self.clock, self.backend, self.topology, self.cluster = clock, backend, topology, cluster
@@ -70,6 +71,7 @@ class Orchestrator:
         self.status_callbacks = list(status_callbacks)
         self.on_event = on_event
         self.on_round_end = on_round_end
+        self.nodes = nodes  # fl.nodes.NodeProcesses: the nodes executor trains and aggregates in processes
         self._cancel = threading.Event()
         self._resume = threading.Event()
         self._resume.set()
@@ -98,6 +100,9 @@ class Orchestrator:
         ex = self.execution
         try:
             self._set_state(ScenarioState.INITIALIZING)
+            if self.nodes is not None:
+                self.nodes.start()  # before scenario time 0 (a wall clock restarts below)
+                self.clock.start()
             self._schedule()
             ex.start_time = self.clock.now()
             self._set_state(ScenarioState.RUNNING)
@@ -113,12 +118,14 @@ class Orchestrator:
             self._set_state(ScenarioState.FAILED)
         finally:
             ex.policy_metrics = self.policy.metrics()  # the record holds plain data, not the live engine
+            if self.nodes is not None:
+                self.nodes.stop()
             self.backend.teardown()
         return ex
 
     def _schedule(self) -> None:
         ctx = EventContext(self.backend, self.topology, self.cluster, self.policy, self.controller, self.clock,
-                           self.execution.seed, changed=self._request_sample)
+                           self.execution.seed, changed=self._request_sample, nodes=self.nodes)
         for event in self.events:  # clients that join later are away until then
             if event.event_type == EventType.CLIENT_JOIN:
                 for c in event_clients(event):
@@ -232,6 +239,8 @@ class Orchestrator:
         self._sample()
         deadline = min(start + fl.round_timeout_seconds, end) if fl.round_timeout_seconds else end
         selected = cluster.select(candidates, fl.clients_per_round, rnd)
+        if self.nodes is not None and self.backend.carries_node_traffic:
+            return self._round_on_nodes(rnd, selected, start, deadline, end)
         generation = {c: cluster.clients[c].generation for c in selected}
         nbytes = cluster.model_bytes
         work, tampers, arrived = {}, {}, {}
@@ -259,6 +268,10 @@ class Orchestrator:
         now = self.clock.now()
         if now >= end and len(returned) < len(selected):
             return False
+        if self.nodes is not None:  # sim: the model timed the round; the processes train who made it
+            with self.clock.hold():
+                done = self.nodes.round(rnd, returned, 3600.0, self._tasks(returned, work, tampers))
+            return self._record_node_round(rnd, start, now, selected, done)
         with self.clock.hold():  # on a wall clock, training takes the device profile's time, spent in the flows
             updates = {u.client: u for u in cluster.train(returned, rnd, work, tampers)}
             attackers = {c for c in returned if tampers[c]}
@@ -273,6 +286,47 @@ class Orchestrator:
                              bytes_down=nbytes * sum(t is not None for t in got), accuracy=accuracy, loss=loss,
                              rejected=by_client_number(set(returned) - {u.client for u in accepted}),
                              aggregated=aggregated)
+        self.execution.metrics.record_round(record)
+        self._sample()
+        self.execution.current_round = rnd
+        if self.on_round_end is not None:
+            self.on_round_end(round=rnd, metrics=record, execution=self.execution)
+        return True
+
+    # -- the nodes executor ------------------------------------------------------------------------
+    def _round_on_nodes(self, rnd: int, selected: list[str], start: float, deadline: float, end: float) -> bool:
+        """A round whose traffic and time are the node processes' own (netns): the server sends the model
+        through the real network and waits for updates until the deadline on its own clock, while events
+        due meanwhile fire here."""
+        clock, scale = self.clock, float(getattr(self.clock, "time_scale", 1.0))
+        tampers = {c: list(self.cluster.clients[c].tampers) for c in selected}
+
+        def waiting() -> float:  # events and samples due now, mid-round included
+            clock.advance_to(clock.now())
+            return max(0.0, (clock.scheduler.next_time() - clock.now()) / scale)
+        done = self.nodes.round(rnd, selected, max(0.0, (deadline - start) / scale), self._tasks(selected, {}, tampers),
+                                waiting)
+        now = clock.now()
+        if now >= end and len(done["participants"]) < len(selected):
+            return False
+        return self._record_node_round(rnd, start, now, selected, done)
+
+    @staticmethod
+    def _tasks(clients: list[str], work: dict, tampers: dict) -> dict:
+        """What each client's process is told with the model: its share of local steps (FedProx's partial
+        work) and the attacks in force when it started."""
+        return {c: {"work": work.get(c), "tampers": [[t.kind, t.params] for t in tampers.get(c, ())]} for c in clients}
+
+    def _record_node_round(self, rnd: int, start: float, now: float, selected: list[str], done: dict) -> bool:
+        """The round's record from what the server measured (times in scenario seconds)."""
+        scale = float(getattr(self.clock, "time_scale", 1.0))
+        record = RoundRecord(rnd, start, now, list(done["participants"]),
+                             [c for c in selected if c not in done["participants"]],
+                             bytes_up=done["bytes_up"], bytes_down=done["bytes_down"], accuracy=done["accuracy"],
+                             loss=done["loss"], aggregated=done["aggregated"], failed=list(done["failed"]),
+                             client_times={c: {"transfer_seconds": t["transfer_seconds"] * scale,
+                                               "train_seconds": t["train_seconds"] * scale}
+                                           for c, t in sorted(done["times"].items(), key=lambda kv: client_number(kv[0]))})
         self.execution.metrics.record_round(record)
         self._sample()
         self.execution.current_round = rnd

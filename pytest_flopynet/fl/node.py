@@ -2,21 +2,30 @@
 over TCP. The emulated backends start it inside network namespaces (and GNS3 nodes), so it takes its
 whole configuration from a JSON file and its command line, never from a parent's memory:
 
-    python -m pytest_flopynet.fl.node --config node.json --role server --listen 10.0.0.1:0
+    python -m pytest_flopynet.fl.node --config node.json --role server --listen 10.0.0.1:0 [--control]
     python -m pytest_flopynet.fl.node --config node.json --role client --name client_1 --server 10.0.0.1:7000
 
 node.json: {"scenario": <the scenario as in a scenario file>, "seed": N, "data_dir": null}.
 The server writes one JSON line per happening to stdout ("listening" with its port, "joined",
 "round" with the round's metrics, "client_lost", "done"), which is how the orchestrator follows it.
+Alone it runs the scenario's rounds itself; with --control it runs the rounds the orchestrator asks
+for on stdin ({"op": "round", "round": r, "clients": [...], "timeout": s, "tasks": {...}}, then
+{"op": "done"}), so that events, selection and scenario time stay the orchestrator's. With --state
+the server keeps its round and model in a file after every round and a restarted server resumes
+from it; a client keeps its last received model the same way, and reconnects when the server goes.
 
 Wire format, little-endian: a frame is b"FN", version (u8), kind (u8), payload length (u32), payload.
-HELLO: the client's name (UTF-8). MODEL: round (u32), then the flat float32 parameters. UPDATE:
-round (u32), samples (u32), local steps (u32), train loss (f64), then float32 parameters. DONE: empty.
+HELLO: the client's name (UTF-8). MODEL: round (u32), task length (u32), the task (JSON: the
+client's attacks in force and share of its local steps), then the flat float32 parameters. UPDATE:
+round (u32), samples (u32), local steps (u32), train loss (f64), training seconds (f64), then float32
+parameters. DONE: empty.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import selectors
 import socket
 import struct
@@ -29,14 +38,15 @@ import numpy as np
 import torch
 
 from ..model import by_client_number, client_number, from_dict, rule_spec, to_dict
+from .attacks import Tamper
 from .cluster import FLCluster
 from .executors import Update
 
-MAGIC, VERSION = b"FN", 1
+MAGIC, VERSION = b"FN", 2
 HELLO, MODEL, UPDATE, DONE = 1, 2, 3, 4
 HEADER = struct.Struct("<2sBBI")
-MODEL_HEAD = struct.Struct("<I")
-UPDATE_HEAD = struct.Struct("<IIId")
+MODEL_HEAD = struct.Struct("<II")
+UPDATE_HEAD = struct.Struct("<IIIdd")
 MAX_PAYLOAD = 1 << 31
 
 
@@ -48,13 +58,18 @@ def frame(kind: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(MAGIC, VERSION, kind, len(payload)) + payload
 
 
-def encode_model(round_number: int, params: torch.Tensor) -> bytes:
-    return frame(MODEL, MODEL_HEAD.pack(round_number) + params.detach().to(torch.float32).numpy().astype("<f4").tobytes())
+def _floats(params: torch.Tensor) -> bytes:
+    return params.detach().to(torch.float32).numpy().astype("<f4").tobytes()
 
 
-def encode_update(round_number: int, samples: int, steps: int, loss: float, params: torch.Tensor) -> bytes:
-    head = UPDATE_HEAD.pack(round_number, samples, steps, loss)
-    return frame(UPDATE, head + params.detach().to(torch.float32).numpy().astype("<f4").tobytes())
+def encode_model(round_number: int, params: torch.Tensor, task: dict | None = None) -> bytes:
+    meta = json.dumps(task or {}).encode("utf-8")
+    return frame(MODEL, MODEL_HEAD.pack(round_number, len(meta)) + meta + _floats(params))
+
+
+def encode_update(round_number: int, samples: int, steps: int, loss: float, params: torch.Tensor,
+                  seconds: float = 0.0) -> bytes:
+    return frame(UPDATE, UPDATE_HEAD.pack(round_number, samples, steps, loss, seconds) + _floats(params))
 
 
 def _vector(data: bytes) -> torch.Tensor:
@@ -65,12 +80,13 @@ def decode(kind: int, payload: bytes) -> dict:
     if kind == HELLO:
         return {"kind": "hello", "name": payload.decode("utf-8")}
     if kind == MODEL:
-        (rnd,) = MODEL_HEAD.unpack_from(payload)
-        return {"kind": "model", "round": rnd, "params": _vector(payload[MODEL_HEAD.size:])}
+        rnd, size = MODEL_HEAD.unpack_from(payload)
+        task = json.loads(payload[MODEL_HEAD.size:MODEL_HEAD.size + size] or b"{}")
+        return {"kind": "model", "round": rnd, "task": task, "params": _vector(payload[MODEL_HEAD.size + size:])}
     if kind == UPDATE:
-        rnd, samples, steps, loss = UPDATE_HEAD.unpack_from(payload)
+        rnd, samples, steps, loss, seconds = UPDATE_HEAD.unpack_from(payload)
         return {"kind": "update", "round": rnd, "samples": samples, "steps": steps, "loss": loss,
-                "params": _vector(payload[UPDATE_HEAD.size:])}
+                "seconds": seconds, "params": _vector(payload[UPDATE_HEAD.size:])}
     if kind == DONE:
         return {"kind": "done"}
     raise ConnectionBroken(f"unknown message kind {kind}")
@@ -131,117 +147,256 @@ def _cluster(node: NodeConfig):
     return FLCluster(node.scenario, node.seed, node.data_dir, executor="sequential")
 
 
-def run_server(node: NodeConfig, listen: tuple[str, int], join_timeout: float = 60.0,
-               round_timeout: float | None = None) -> int:
-    """Wait for every client to say hello, then run the scenario's rounds over the sockets."""
-    cluster = _cluster(node)
-    fl = node.scenario.fl_config
-    expected = set(node.scenario.client_names)
-    server = socket.create_server(listen)
-    emit(event="listening", host=listen[0], port=server.getsockname()[1])
-    server.settimeout(join_timeout)
-    peers: dict[str, socket.socket] = {}
-    try:
-        while set(peers) != expected:
-            conn, _ = server.accept()
-            conn.settimeout(join_timeout)
+def _save(path: Path | None, state: dict) -> None:
+    """Written whole, then renamed: a process killed while saving leaves the previous state."""
+    if path is not None:
+        torch.save(state, f"{path}.tmp")
+        Path(f"{path}.tmp").replace(path)
+
+
+def _load(path: Path | None) -> dict | None:
+    return torch.load(path, weights_only=False) if path is not None and Path(path).is_file() else None
+
+
+class Server:
+    """The FL server's sockets and model: clients say hello (and again after a restart of either side),
+    and a round sends each chosen client the model and its task and aggregates what returns in time."""
+
+    def __init__(self, node: NodeConfig, listen: tuple[str, int], state: Path | None = None):
+        self.node, self.fl, self.state = node, node.scenario.fl_config, state
+        self.cluster = _cluster(node)
+        self.expected = set(node.scenario.client_names)
+        self.rounds_done = 0
+        saved = _load(state)
+        if saved is not None:  # a restarted server goes on from its last round
+            self.rounds_done = saved["round"]
+            self.cluster.global_params, self.cluster.server_state = saved["params"], saved["server_state"]
+        self.listener = socket.create_server(listen)
+        self.listener.setblocking(False)
+        self.peers: dict[str, socket.socket] = {}
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ, "listener")
+        emit(event="listening", host=listen[0], port=self.listener.getsockname()[1])
+        if saved is not None:
+            emit(event="resumed", round=self.rounds_done)
+
+    # -- connections ---------------------------------------------------------------------------
+    def _accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(True)
+        conn.settimeout(10)
+        try:
             hello = receive(conn)
-            if hello["kind"] != "hello" or hello["name"] not in expected:
-                conn.close()
-                continue
-            conn.settimeout(None)
-            peers[hello["name"]] = conn
-            emit(event="joined", client=hello["name"])
-    except TimeoutError:
-        emit(event="join_timeout", missing=sorted(expected - set(peers)))
-    timeout = round_timeout or fl.round_timeout_seconds or 600.0
-    for rnd in range(1, fl.total_rounds + 1):
-        start = time.time()
-        chosen = cluster.select(by_client_number(peers), fl.clients_per_round, rnd)
-        message = encode_model(rnd, cluster.global_params)
-        sent = []
+        except (ConnectionBroken, OSError):
+            conn.close()
+            return
+        if hello["kind"] != "hello" or hello["name"] not in self.expected:
+            conn.close()
+            return
+        conn.settimeout(None)
+        old = self.peers.pop(hello["name"], None)
+        if old is not None:  # the client restarted: its new connection replaces the old one
+            self.selector.unregister(old)
+            old.close()
+        self.peers[hello["name"]] = conn
+        self.selector.register(conn, selectors.EVENT_READ, hello["name"])
+        emit(event="joined", client=hello["name"])
+
+    def lose(self, name: str, reason: str) -> None:
+        conn = self.peers.pop(name, None)
+        if conn is not None:
+            self.selector.unregister(conn)
+            conn.close()
+            emit(event="client_lost", client=name, reason=reason)
+
+    def serve(self, seconds: float, until=lambda: False, on_message=None) -> None:
+        """Accept hellos and read clients for `seconds` or until `until()`; a message goes to on_message,
+        a closed connection is a lost client (between rounds too)."""
+        end = time.monotonic() + seconds
+        while not until():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            for key, _ in self.selector.select(timeout=min(left, 1.0)):
+                if key.data == "listener":
+                    self._accept()
+                    continue
+                if key.data == "stdin":
+                    if on_message is not None:
+                        on_message("stdin", None)
+                    continue
+                try:
+                    msg = receive(key.fileobj)
+                except (ConnectionBroken, OSError) as exc:
+                    self.lose(key.data, str(exc) or type(exc).__name__)
+                    continue
+                if on_message is not None:
+                    on_message(key.data, msg)
+
+    def wait_for_clients(self, timeout: float) -> None:
+        self.serve(timeout, until=lambda: set(self.peers) >= self.expected)
+        if not set(self.peers) >= self.expected:
+            emit(event="join_timeout", missing=sorted(self.expected - set(self.peers)))
+
+    # -- a round -------------------------------------------------------------------------------
+    def round(self, rnd: int, chosen: list[str], timeout: float, tasks: dict | None = None) -> dict:
+        """Send the model to the chosen clients, wait up to `timeout` seconds for their updates, aggregate
+        and evaluate; the round's record. A chosen client without a connection, or whose connection
+        breaks, failed; one that connected but did not answer in time is a straggler."""
+        start, tasks = time.monotonic(), tasks or {}
+        sent, failed, began = [], [], {}
         for name in chosen:
+            conn = self.peers.get(name)
+            if conn is None:
+                failed.append(name)
+                continue
             try:
-                peers[name].sendall(message)
+                began[name] = time.monotonic()
+                conn.sendall(encode_model(rnd, self.cluster.global_params, tasks.get(name)))
                 sent.append(name)
             except OSError as exc:
-                _lost(peers, name, exc)
-        updates, waiting = [], {peers[n]: n for n in sent if n in peers}
-        with selectors.DefaultSelector() as sel:
-            for conn in waiting:
-                sel.register(conn, selectors.EVENT_READ)
-            while waiting and time.time() - start < timeout:
-                for key, _ in sel.select(timeout=max(0.0, timeout - (time.time() - start))):
-                    name = waiting.pop(key.fileobj)
-                    sel.unregister(key.fileobj)
-                    try:
-                        msg = receive(key.fileobj)
-                    except (ConnectionBroken, OSError) as exc:
-                        _lost(peers, name, exc)
-                        continue
-                    if msg["kind"] == "update" and msg["round"] == rnd:
-                        updates.append(Update(name, msg["params"], msg["samples"], msg["loss"], msg["steps"]))
-        updates.sort(key=lambda u: client_number(u.client))
-        aggregated = len(updates) >= rule_spec(fl.aggregation_method).minimum_updates(fl.aggregation_parameters)
+                self.lose(name, str(exc) or type(exc).__name__)
+                failed.append(name)
+        updates, times = {}, {}
+
+        def on_message(name, msg):
+            if msg and msg["kind"] == "update" and msg["round"] == rnd and name in began and name not in updates:
+                updates[name] = Update(name, msg["params"], msg["samples"], msg["loss"], msg["steps"])
+                total = time.monotonic() - began[name]
+                times[name] = {"seconds": total, "train_seconds": msg["seconds"],
+                               "transfer_seconds": max(0.0, total - msg["seconds"])}
+        waiting = lambda: [n for n in sent if n not in updates and n in self.peers]  # noqa: E731
+        self.serve(timeout, until=lambda: not waiting(), on_message=on_message)
+        failed += [n for n in sent if n not in updates and n not in self.peers]
+        got = [updates[n] for n in by_client_number(updates)]
+        aggregated = len(got) >= rule_spec(self.fl.aggregation_method).minimum_updates(self.fl.aggregation_parameters)
         if aggregated:
-            cluster.aggregate(updates)
-        accuracy, loss = cluster.evaluate()
-        nbytes = cluster.model_bytes
-        emit(event="round", round=rnd, participants=[u.client for u in updates],
-             stragglers=sorted(set(sent) - {u.client for u in updates}), accuracy=accuracy, loss=loss,
-             bytes_down=nbytes * len(sent), bytes_up=nbytes * len(updates), aggregated=aggregated,
-             wall_seconds=time.time() - start)
-    for name, conn in list(peers.items()):
-        try:
-            conn.sendall(frame(DONE))
-        except OSError:
-            pass
-        conn.close()
+            self.cluster.aggregate(got)
+        accuracy, loss = self.cluster.evaluate()
+        self.rounds_done = rnd
+        _save(self.state, {"round": rnd, "params": self.cluster.global_params, "server_state": self.cluster.server_state})
+        nbytes = self.cluster.model_bytes
+        record = dict(event="round", round=rnd, participants=[u.client for u in got],
+                      stragglers=by_client_number(set(sent) - set(updates) - set(failed)),
+                      failed=by_client_number(failed), accuracy=accuracy, loss=loss,
+                      bytes_down=nbytes * len(sent), bytes_up=nbytes * len(got), aggregated=aggregated,
+                      wall_seconds=time.monotonic() - start, times=times)
+        emit(**record)
+        return record
+
+    def close(self) -> None:
+        for name, conn in list(self.peers.items()):
+            try:
+                conn.sendall(frame(DONE))
+            except OSError:
+                pass
+            conn.close()
+        self.listener.close()
+        emit(event="done", rounds=self.rounds_done)
+
+
+def run_server(node: NodeConfig, listen: tuple[str, int], join_timeout: float = 60.0,
+               round_timeout: float | None = None, state: Path | None = None) -> int:
+    """Alone: wait for every client to say hello, then run the scenario's rounds over the sockets."""
+    server = Server(node, listen, state)
+    server.wait_for_clients(join_timeout)
+    fl = node.scenario.fl_config
+    timeout = round_timeout or fl.round_timeout_seconds or 600.0
+    for rnd in range(server.rounds_done + 1, fl.total_rounds + 1):
+        server.round(rnd, server.cluster.select(by_client_number(server.peers), fl.clients_per_round, rnd), timeout)
     server.close()
-    emit(event="done", rounds=fl.total_rounds)
     return 0
 
 
-def _lost(peers: dict, name: str, exc: Exception) -> None:
-    conn = peers.pop(name, None)
-    if conn is not None:
-        conn.close()
-    emit(event="client_lost", client=name, reason=str(exc) or type(exc).__name__)
+def run_controlled(node: NodeConfig, listen: tuple[str, int], state: Path | None = None) -> int:
+    """Under an orchestrator: run the rounds it asks for on stdin, a JSON line each, until "done" or
+    the end of stdin; meanwhile accept (re)connecting clients."""
+    server = Server(node, listen, state)
+    commands: list[dict] = []
+    buffer = b""
+    stdin = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
+    server.selector.register(stdin, selectors.EVENT_READ, "stdin")
+    closed = False
+
+    def on_message(name, msg):
+        nonlocal buffer, closed
+        if name != "stdin":
+            return
+        data = os.read(stdin.fileno(), 1 << 16)
+        if not data:
+            closed = True
+            server.selector.unregister(stdin)
+            return
+        buffer += data
+        *lines, buffer = buffer.split(b"\n")
+        commands.extend(json.loads(line) for line in lines if line.strip())
+
+    while True:
+        server.serve(math.inf, until=lambda: bool(commands) or closed, on_message=on_message)
+        if not commands:  # stdin closed: the orchestrator is gone
+            break
+        command = commands.pop(0)
+        if command["op"] == "done":
+            break
+        server.selector.unregister(stdin)  # a round reads only clients; the next command waits
+        server.round(command["round"], list(command["clients"]), float(command["timeout"]), command.get("tasks"))
+        server.selector.register(stdin, selectors.EVENT_READ, "stdin")
+    server.close()
+    return 0
 
 
-def run_client(node: NodeConfig, name: str, server: tuple[str, int], connect_timeout: float = 60.0) -> int:
-    """Say hello, then train on every model the server sends until it says done."""
+def run_client(node: NodeConfig, name: str, server: tuple[str, int], connect_timeout: float = 60.0,
+               state: Path | None = None) -> int:
+    """Say hello, then train on every model the server sends until it says done; on a broken connection
+    (the server restarted) say hello again, for up to connect_timeout seconds."""
     if name not in node.scenario.client_names:
         raise SystemExit(f"node: {name!r} is not a client of scenario {node.scenario.name!r}")
     cluster = _cluster(node)
-    deadline = time.time() + connect_timeout
+    saved = _load(state)
+    if saved is not None:  # restarted: from the last model it received
+        cluster.global_params = saved["params"]
+        print(f"node {name}: resumed from the model of round {saved['round']}", file=sys.stderr, flush=True)
+    while True:
+        sock = _connect(name, server, connect_timeout)
+        if sock is None:
+            return 3
+        try:
+            sock.sendall(frame(HELLO, name.encode("utf-8")))
+            while True:
+                msg = receive(sock)
+                if msg["kind"] == "done":
+                    return 0
+                if msg["kind"] != "model":
+                    continue
+                cluster.global_params = msg["params"]
+                _save(state, {"round": msg["round"], "params": msg["params"]})
+                task, began = msg["task"], time.monotonic()
+                work = {name: task["work"]} if task.get("work") is not None else None
+                tampers = {name: [Tamper(kind, params) for kind, params in task.get("tampers", [])]}
+                (update,) = cluster.train([name], msg["round"], work, tampers)
+                sock.sendall(encode_update(msg["round"], update.num_samples, update.steps, update.train_loss,
+                                           update.params, time.monotonic() - began))
+        except (ConnectionBroken, OSError) as exc:
+            print(f"node {name}: connection to the server broke ({exc}); reconnecting", file=sys.stderr, flush=True)
+        finally:
+            sock.close()
+
+
+def _connect(name: str, server: tuple[str, int], timeout: float) -> socket.socket | None:
+    deadline = time.monotonic() + timeout
     while True:
         try:
             sock = socket.create_connection(server, timeout=5)
-            break
+            sock.settimeout(None)
+            return sock
         except OSError as exc:
-            if time.time() > deadline:
+            if time.monotonic() > deadline:
                 print(f"node {name}: cannot reach the server at {server[0]}:{server[1]}: {exc}", file=sys.stderr)
-                return 3
+                return None
             time.sleep(0.2)
-    sock.settimeout(None)
-    sock.sendall(frame(HELLO, name.encode("utf-8")))
-    try:
-        while True:
-            msg = receive(sock)
-            if msg["kind"] == "done":
-                return 0
-            if msg["kind"] != "model":
-                continue
-            cluster.global_params = msg["params"]
-            (update,) = cluster.train([name], msg["round"])
-            sock.sendall(encode_update(msg["round"], update.num_samples, update.steps, update.train_loss,
-                                       update.params))
-    except (ConnectionBroken, OSError) as exc:
-        print(f"node {name}: connection to the server broke: {exc}", file=sys.stderr)
-        return 3
-    finally:
-        sock.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,15 +407,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", default="127.0.0.1:0", help="server: HOST:PORT to listen on (port 0: any)")
     p.add_argument("--server", help="client: the server's HOST:PORT")
     p.add_argument("--join-timeout", type=float, default=60.0, help="server: seconds to wait for every client")
+    p.add_argument("--connect-timeout", type=float, default=60.0, help="client: seconds to keep trying the server")
+    p.add_argument("--control", action="store_true", help="server: run the rounds asked for on stdin")
+    p.add_argument("--state", type=Path, help="file of the node's state: kept after every round, resumed from")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     node = NodeConfig.load(Path(args.config))
     if args.role == "server":
-        return run_server(node, _address(args.listen), join_timeout=args.join_timeout)
+        if args.control:
+            return run_controlled(node, _address(args.listen), args.state)
+        return run_server(node, _address(args.listen), join_timeout=args.join_timeout, state=args.state)
     if not args.name or not args.server:
         p.error("a client needs --name and --server")
-    return run_client(node, args.name, _address(args.server))
+    return run_client(node, args.name, _address(args.server), args.connect_timeout, args.state)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ class NetnsNetwork:
         self.options = dict(options or {})
         self.scale = float(getattr(clock, "time_scale", 1.0))
         self.fl_port, self.bulk_port = FL_PORT, BULK_PORT
+        self.node_port = self.options.get("node_port")  # the nodes executor's FL port: Ryu prioritises it
         self.lab: NetnsLab | None = None
         self.ryu = None
         self.topology: Topology | None = None
@@ -79,7 +80,7 @@ class NetnsNetwork:
         self.lab = lab = NetnsLab(topology, self.worker, label=str(self.options.get("label", "scenario")))
         try:
             slowest = {s: min(topology.links[n].bw_mbps for n in topology.links_of(s)) for s in topology.switches}
-            plan = lab.write_plan(lab.run_dir / "plan.json", fl_port=self.fl_port,
+            plan = lab.write_plan(lab.run_dir / "plan.json", fl_port=self.node_port or self.fl_port,
                                   prioritize=bool(self.controller.traffic_prioritization),
                                   background_kbps={s: bw * self.scale * 1000 * BACKGROUND_SHARE for s, bw in slowest.items()},
                                   stats_file=str(lab.run_dir / "stats.json"), stats_interval=0.5)
@@ -230,6 +231,17 @@ class NetnsNetwork:
 
     def reachable(self, src: str) -> set[str]:
         return self.controller.reachable(src)
+
+    # -- node processes (the nodes executor) -----------------------------------------------------
+    carries_node_traffic = True  # their TCP through OVS is the round's traffic
+
+    def spawn(self, host: str, argv: list[str], **kwargs) -> subprocess.Popen:
+        """A process in the host's namespace, in the lab's records: teardown and `flopynet cleanup`
+        stop it with the rest of the lab."""
+        return self.lab.popen(host, argv, **kwargs)
+
+    def address(self, host: str) -> str:
+        return self.lab.ip(host)
 
     # -- agents ---------------------------------------------------------------------------------
     def _order(self, agent: str, **order) -> bool:

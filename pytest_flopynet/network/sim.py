@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
 from dataclasses import dataclass, field
 
 from ..controller.routing import Controller, Hop
@@ -167,6 +168,16 @@ class SimNetwork:
                 if state.up:
                     self._could_carry[name] = self._could_carry.get(name, 0.0) + self._capacity(state) * dt
         self._capacity_counted_to = now
+
+    # -- node processes (the nodes executor) -----------------------------------------------------
+    carries_node_traffic = False  # they talk over loopback; this model times the round
+
+    def spawn(self, host: str, argv: list[str], **kwargs) -> subprocess.Popen:
+        """A process of `host`: on this machine, in its own process group."""
+        return subprocess.Popen(argv, start_new_session=True, **kwargs)
+
+    def address(self, host: str) -> str:
+        return "127.0.0.1"
 
     def teardown(self) -> None:
         self._active.clear()

@@ -1,0 +1,165 @@
+"""The nodes executor: the FL server and every client as processes of the FL node program (fl/node.py),
+each in its host's network namespace on netns (on loopback on sim), so that serialization, TCP,
+timeouts, crashes and slow starts are real. The orchestrator keeps scenario time, events and client
+selection; the server process runs each round it is asked for (--control) and reports what it
+measured, which becomes the round's record."""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..errors import FlopynetError
+from ..model import ScenarioConfig, rule_spec
+from .node import NodeConfig
+
+NODE_PORT = 7300  # the FL server's port on netns (the plan's FL port: Ryu's priority queues match it)
+START_TIMEOUT = 120.0  # seconds for the server to listen and every client to say hello (torch imports)
+
+
+class NodeError(FlopynetError):
+    """A node process failed in a way the run cannot go on from (the server died, or never listened)."""
+
+
+class NodeProcesses:
+    """The server and client processes of one run. `backend` places them: spawn(host, argv, **popen)
+    runs argv in the host's namespace and address(host) is where others reach it."""
+
+    def __init__(self, backend, config: ScenarioConfig, seed: int, data_dir: Path | None, folder: Path):
+        self.backend, self.config, self.folder = backend, config, Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.node_json = NodeConfig.write(self.folder / "node.json", config, seed, data_dir)
+        self.server_host = backend.topology.server
+        self.server: subprocess.Popen | None = None
+        self.clients: dict[str, subprocess.Popen] = {}
+        self.address: str | None = None
+        self.lines: list[dict] = []  # everything the server said, in order (tests and the log read it)
+        self._buffer = b""
+        self.port = NODE_PORT if backend.carries_node_traffic else 0
+
+    # -- processes ------------------------------------------------------------------------------
+    def _node(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "pytest_flopynet.fl.node", "--config", str(self.node_json), *args]
+
+    def start(self) -> None:
+        """The server, then every client; returns once all have said hello."""
+        self.start_server()
+        for name in self.config.client_names:
+            self.start_client(name)
+        joined = set()
+        self._read_until(lambda line: line["event"] == "joined" and joined.add(line["client"]) is None
+                         and joined >= set(self.config.client_names), START_TIMEOUT, "every client said hello")
+
+    def start_server(self) -> None:
+        """The server (again, after kill_server: it resumes from its state file)."""
+        listen = f"{self.backend.address(self.server_host)}:{self.port}"
+        with open(self.folder / "server.log", "ab") as log:
+            self.server = self.backend.spawn(self.server_host, self._node(
+                "--role", "server", "--control", "--listen", listen, "--state", str(self.folder / "server.state")),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        self._buffer = b""
+        line = self._read_until(lambda line: line["event"] == "listening", START_TIMEOUT, "the server listened")
+        self.address = f"{line['host']}:{line['port']}"
+        self.port = line["port"]
+
+    def start_client(self, name: str) -> None:
+        with open(self.folder / f"{name}.log", "ab") as log:
+            self.clients[name] = self.backend.spawn(name, self._node(
+                "--role", "client", "--name", name, "--server", self.address, "--connect-timeout", "600",
+                "--state", str(self.folder / f"{name}.state")),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+
+    def kill_client(self, name: str) -> int | None:
+        """SIGKILL to the client's process group (a crash: no goodbye); its PID."""
+        return _kill(self.clients.get(name))
+
+    def kill_server(self) -> int | None:
+        return _kill(self.server)
+
+    def pid(self, name: str) -> int | None:
+        proc = self.server if name == self.server_host else self.clients.get(name)
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    def stop(self) -> None:
+        """Asks the server to finish (it tells the clients), then kills whatever is left."""
+        if self.server is not None and self.server.poll() is None:
+            try:
+                self.server.stdin.write(b'{"op": "done"}\n')
+                self.server.stdin.flush()
+                self.server.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        for proc in [self.server, *self.clients.values()]:
+            _kill(proc)
+
+    # -- rounds ---------------------------------------------------------------------------------
+    def round(self, rnd: int, clients: list[str], timeout: float, tasks: dict | None = None,
+              waiting: Callable[[], float] = lambda: 0.5) -> dict:
+        """Runs round `rnd` with these clients on the server, at most `timeout` seconds (the server's
+        own clock); the server's round record. `waiting()` runs while it waits (the orchestrator fires
+        events due) and returns the seconds until it next needs to run."""
+        if self.server is None or self.server.poll() is not None:
+            raise NodeError(f"the FL server process is not running (exit code {self.server and self.server.returncode})")
+        command = {"op": "round", "round": rnd, "clients": clients, "timeout": timeout, "tasks": tasks or {}}
+        self.server.stdin.write((json.dumps(command) + "\n").encode())
+        self.server.stdin.flush()
+        return self._read_until(lambda line: line["event"] == "round" and line["round"] == rnd, timeout + 60,
+                                f"round {rnd} ended", waiting)
+
+    def _read_until(self, done: Callable[[dict], bool], timeout: float, what: str,
+                    waiting: Callable[[], float] = lambda: 0.5) -> dict:
+        end = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.server.stdout, selectors.EVENT_READ)
+            while True:
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise NodeError(f"the FL server did not report that {what} within {timeout:.0f} s "
+                                    f"(see {self.folder / 'server.log'})")
+                if sel.select(timeout=max(0.0, min(left, waiting(), 0.5))):
+                    data = os.read(self.server.stdout.fileno(), 1 << 16)
+                    if not data:
+                        raise NodeError(f"the FL server process ended (exit code {self.server.wait()}) before "
+                                        f"{what} (see {self.folder / 'server.log'})")
+                    *complete, self._buffer = (self._buffer + data).split(b"\n")
+                    for raw in complete:
+                        if raw.strip():
+                            line = json.loads(raw)
+                            self.lines.append(line)
+                            if done(line):
+                                return line
+
+
+def _kill(proc: subprocess.Popen | None) -> int | None:
+    if proc is None or proc.poll() is not None:
+        return None
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    return proc.pid
+
+
+def nodes_unsupported(backend, config: ScenarioConfig) -> str | None:
+    """Why the nodes executor cannot run this scenario on this backend (a skip reason), or None."""
+    if not hasattr(backend, "spawn"):
+        return (f"the nodes executor starts the FL processes on the sim and netns backends; the {backend.name} "
+                "backend does not start them")
+    if rule_spec(config.fl_config.aggregation_method).control_variates:
+        return (f"the nodes executor cannot run {config.fl_config.aggregation_method}: the node program does not "
+                "carry its control variates")
+    kinds = {str(e.event_type) for e in config.events}
+    for kind, why in (("policy_change", "the policy engine screens updates in the orchestrator, which the node "
+                                        "processes do not send their updates to"),
+                      ("resource_constraint", "the node processes train at the machine's real speed and the "
+                                              "executor does not limit them with cgroups yet")):
+        if kind in kinds:
+            return f"the nodes executor cannot play {kind} events: {why}"
+    return None
