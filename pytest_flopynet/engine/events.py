@@ -7,7 +7,7 @@ overlapping events compose and ending one removes only its own part.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..controller.routing import Controller
@@ -36,6 +36,8 @@ class EventContext:
     seed: int
     changed: Callable[[], None] = lambda: None  # a running event changed the network again: sample it
     nodes: object = None  # the nodes executor's NodeProcesses: client failures kill real processes
+    server_down: list = field(default_factory=list)  # a token per server failure under way (no rounds then)
+    server_crashes: list = field(default_factory=list)  # every server failure so far (a round under way loses all)
 
 
 def target_links(event: ScenarioEvent, ctx: EventContext, index: int) -> tuple[str, ...]:
@@ -120,6 +122,8 @@ def _clients(apply: Callable[[FLCluster, str, object], None], remove: Callable[[
 def client_failure(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
     """hard_failure: away until recovery_time (or duration); intermittent: each round the client is
     present with probability reconnect_probability while the event lasts."""
+    if event.target == "fl_server":
+        return server_failure(event, ctx, index)
     if event.parameters["failure_type"] == "intermittent":
         p = float(parameters(event)["reconnect_probability"])
         return _clients(lambda cl, c, t: cl.clients[c].intermittent.append(p),
@@ -136,6 +140,24 @@ def client_failure(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
             for c in event_clients(event):
                 ctx.nodes.start_client(c)
         away()
+    return undo
+
+
+def server_failure(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
+    """The FL server is down until the event ends: no round starts, and a round under way loses every
+    update. The nodes executor kills the server process and starts it again, from its saved state."""
+    token = ("server down", index)
+    ctx.server_down.append(token)
+    ctx.server_crashes.append(token)
+    handle = ctx.backend.apply(Condition(hosts_down=(ctx.topology.server,)))
+    if ctx.nodes is not None:
+        ctx.nodes.kill_server()
+
+    def undo() -> None:
+        ctx.backend.revert(handle)
+        if ctx.nodes is not None:
+            ctx.nodes.start_server()
+        ctx.server_down.remove(token)
     return undo
 
 

@@ -78,6 +78,8 @@ class Orchestrator:
         self._sampled_at: float | None = None  # the time of the last sample: one per instant
         self._sample_due: float | None = None  # the time of the pending sample an event asked for
         self._link_groups = {g: topology.links_in(g) for g in LINK_GROUPS}
+        self._server_down: list = []  # shared with the events (EventContext.server_down, server_crashes)
+        self._server_crashes: list = []
 
     # -- control ------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -125,7 +127,8 @@ class Orchestrator:
 
     def _schedule(self) -> None:
         ctx = EventContext(self.backend, self.topology, self.cluster, self.policy, self.controller, self.clock,
-                           self.execution.seed, changed=self._request_sample, nodes=self.nodes)
+                           self.execution.seed, changed=self._request_sample, nodes=self.nodes,
+                           server_down=self._server_down, server_crashes=self._server_crashes)
         for event in self.events:  # clients that join later are away until then
             if event.event_type == EventType.CLIENT_JOIN:
                 for c in event_clients(event):
@@ -207,6 +210,8 @@ class Orchestrator:
 
     def _reachable_clients(self) -> list[str]:
         """Clients that can take part now: available, not quarantined, and reachable from the server."""
+        if self._server_down:
+            return []
         now, reached = self.clock.now(), self.backend.reachable(self.topology.server)
         return [c for c in self.cluster.available() if c in reached and self.policy.allowed(c, now)]
 
@@ -260,9 +265,12 @@ class Orchestrator:
                 return Flow(client, server, nbytes, t + compute, on_complete=lambda t2: arrived.__setitem__(client, t2))
             return start_training
 
+        crashes = len(self._server_crashes)
         got = self.backend.transfer([Flow(server, c, nbytes, start, on_complete=downloaded(c)) for c in selected],
                                     deadline)
         returned = [c for c in selected if c in arrived and self._alive(c, generation)]
+        if len(self._server_crashes) > crashes:  # the server crashed during the round: its updates are gone
+            returned = []
         # the updates depend only on the round's global model, each client's data, seed, work and the
         # attacks in force when it started: train the returned clients together, batched where possible
         now = self.clock.now()

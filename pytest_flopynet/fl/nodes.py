@@ -27,6 +27,10 @@ class NodeError(FlopynetError):
     """A node process failed in a way the run cannot go on from (the server died, or never listened)."""
 
 
+class ServerKilled(Exception):
+    """The server's output ended because a server failure event killed it."""
+
+
 class NodeProcesses:
     """The server and client processes of one run. `backend` places them: spawn(host, argv, **popen)
     runs argv in the host's namespace and address(host) is where others reach it."""
@@ -40,8 +44,12 @@ class NodeProcesses:
         self.clients: dict[str, subprocess.Popen] = {}
         self.address: str | None = None
         self.lines: list[dict] = []  # everything the server said, in order (tests and the log read it)
+        self._seen = 0  # lines of it looked at by _read_until
         self._buffer = b""
         self.port = NODE_PORT if backend.carries_node_traffic else 0
+        self.server_killed = False  # by kill_server (a server failure event), not by itself
+        self.kills = 0  # server failures so far: a round during which one happened is lost
+        self.last = {"accuracy": 0.0, "loss": float("nan")}  # the last round's figures (a lost round keeps them)
 
     # -- processes ------------------------------------------------------------------------------
     def _node(self, *args: str) -> list[str]:
@@ -51,7 +59,7 @@ class NodeProcesses:
         """The server, then every client; returns once all have said hello."""
         self.start_server()
         for name in self.config.client_names:
-            self.start_client(name)
+            self.start_client(name, wait=False)
         joined = set()
         self._read_until(lambda line: line["event"] == "joined" and joined.add(line["client"]) is None
                          and joined >= set(self.config.client_names), START_TIMEOUT, "every client said hello")
@@ -63,23 +71,35 @@ class NodeProcesses:
             self.server = self.backend.spawn(self.server_host, self._node(
                 "--role", "server", "--control", "--listen", listen, "--state", str(self.folder / "server.state")),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
-        self._buffer = b""
+        self._buffer, self.server_killed = b"", False
         line = self._read_until(lambda line: line["event"] == "listening", START_TIMEOUT, "the server listened")
         self.address = f"{line['host']}:{line['port']}"
         self.port = line["port"]
+        living = {c for c, proc in self.clients.items() if proc.poll() is None}
+        if living and not self.backend.carries_node_traffic:  # sim: the clients are back before time moves on
+            back = set()
+            self._read_until(lambda line: line["event"] == "joined" and back.add(line["client"]) is None
+                             and back >= living, START_TIMEOUT, "the clients reconnected")
 
-    def start_client(self, name: str) -> None:
+    def start_client(self, name: str, wait: bool | None = None) -> None:
+        """The client's process (again, after kill_client: from its last received model). `wait` (default
+        where scenario time is virtual, on sim) returns once it said hello; on netns its slow start is real."""
         with open(self.folder / f"{name}.log", "ab") as log:
             self.clients[name] = self.backend.spawn(name, self._node(
                 "--role", "client", "--name", name, "--server", self.address, "--connect-timeout", "600",
                 "--state", str(self.folder / f"{name}.state")),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        if wait if wait is not None else not self.backend.carries_node_traffic:
+            if self.address is not None and self.server is not None and not self.server_killed:
+                self._read_until(lambda line: line["event"] == "joined" and line["client"] == name, START_TIMEOUT,
+                                 f"{name} said hello")
 
     def kill_client(self, name: str) -> int | None:
         """SIGKILL to the client's process group (a crash: no goodbye); its PID."""
         return _kill(self.clients.get(name))
 
     def kill_server(self) -> int | None:
+        self.server_killed, self.kills = True, self.kills + 1
         return _kill(self.server)
 
     def pid(self, name: str) -> int | None:
@@ -104,36 +124,55 @@ class NodeProcesses:
         """Runs round `rnd` with these clients on the server, at most `timeout` seconds (the server's
         own clock); the server's round record. `waiting()` runs while it waits (the orchestrator fires
         events due) and returns the seconds until it next needs to run."""
+        kills = self.kills
+        if self.server_killed:  # down: nothing reaches it
+            return self._lost(rnd, clients)
         if self.server is None or self.server.poll() is not None:
             raise NodeError(f"the FL server process is not running (exit code {self.server and self.server.returncode})")
         command = {"op": "round", "round": rnd, "clients": clients, "timeout": timeout, "tasks": tasks or {}}
-        self.server.stdin.write((json.dumps(command) + "\n").encode())
-        self.server.stdin.flush()
-        return self._read_until(lambda line: line["event"] == "round" and line["round"] == rnd, timeout + 60,
-                                f"round {rnd} ended", waiting)
+        try:
+            self.server.stdin.write((json.dumps(command) + "\n").encode())
+            self.server.stdin.flush()
+            self.last = self._read_until(lambda line: line["event"] == "round" and line["round"] == rnd,
+                                         timeout + 60, f"round {rnd} ended", waiting)
+            return self.last
+        except (ServerKilled, BrokenPipeError):
+            if self.kills == kills:
+                raise NodeError("the FL server process ended mid-round") from None
+            return self._lost(rnd, clients)
+
+    def _lost(self, rnd: int, clients: list[str]) -> dict:
+        """A round the server did not live through (a server failure event): every update lost, the model
+        (and its figures) the last round's."""
+        return {"event": "round", "round": rnd, "participants": [], "stragglers": [], "failed": list(clients),
+                "accuracy": self.last["accuracy"], "loss": self.last["loss"], "bytes_down": 0, "bytes_up": 0,
+                "aggregated": False, "times": {}}
 
     def _read_until(self, done: Callable[[dict], bool], timeout: float, what: str,
                     waiting: Callable[[], float] = lambda: 0.5) -> dict:
-        end = time.monotonic() + timeout
+        end, server = time.monotonic() + timeout, self.server
         with selectors.DefaultSelector() as sel:
-            sel.register(self.server.stdout, selectors.EVENT_READ)
+            sel.register(server.stdout, selectors.EVENT_READ)
             while True:
+                while self._seen < len(self.lines):  # each line once, in order, across calls
+                    line, self._seen = self.lines[self._seen], self._seen + 1
+                    if done(line):
+                        return line
                 left = end - time.monotonic()
                 if left <= 0:
                     raise NodeError(f"the FL server did not report that {what} within {timeout:.0f} s "
                                     f"(see {self.folder / 'server.log'})")
                 if sel.select(timeout=max(0.0, min(left, waiting(), 0.5))):
-                    data = os.read(self.server.stdout.fileno(), 1 << 16)
+                    data = os.read(server.stdout.fileno(), 1 << 16)
+                    if not data and (self.server_killed or server is not self.server):
+                        raise ServerKilled()
                     if not data:
                         raise NodeError(f"the FL server process ended (exit code {self.server.wait()}) before "
                                         f"{what} (see {self.folder / 'server.log'})")
                     *complete, self._buffer = (self._buffer + data).split(b"\n")
                     for raw in complete:
                         if raw.strip():
-                            line = json.loads(raw)
-                            self.lines.append(line)
-                            if done(line):
-                                return line
+                            self.lines.append(json.loads(raw))
 
 
 def _kill(proc: subprocess.Popen | None) -> int | None:

@@ -259,8 +259,13 @@ def _check_target_kind(where: str, spec: EventSpec, event) -> list[tuple[str, st
     if spec.acts_on == "clients":
         if target == "client_group" and not (params.get("clients") or params.get("partitioned_clients")):
             return [(f"{where}.parameters.clients", f"{kind} on client_group needs the list of clients")]
+        if kind == EventType.CLIENT_FAILURE and target == "fl_server":  # the server crashes until recovery_time
+            if params.get("failure_type") != "hard_failure":
+                return [(f"{where}.parameters.failure_type", "a failure of fl_server is a hard_failure")]
+            return []
         if target != "client_group" and not target.startswith("client_"):
-            return [(f"{where}.target", f"{kind} acts on clients: client_<n> or client_group, not {target!r}")]
+            return [(f"{where}.target", f"{kind} acts on clients: client_<n> or client_group (client_failure: also "
+                                        f"fl_server), not {target!r}")]
     elif kind == EventType.NETWORK_PARTITION and target == "client_group" and not params.get("partitioned_clients"):
         return [(f"{where}.parameters.partitioned_clients", "a partition of client_group needs partitioned_clients")]
     elif spec.acts_on == "policy":

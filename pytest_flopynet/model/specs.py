@@ -177,7 +177,9 @@ EVENT_SPECS: dict[EventType, EventSpec] = {spec.event_type: spec for spec in [
     EventSpec(EventType.CLIENT_JOIN, "Clients away until the event starts join then.",
               {"clients": _targets}, "clients"),
     EventSpec(EventType.CLIENT_LEAVE, "Clients leave (until the event ends).", {"clients": _targets}, "clients"),
-    EventSpec(EventType.CLIENT_FAILURE, "Clients crash, or come and go each round.",
+    EventSpec(EventType.CLIENT_FAILURE, "Clients crash, or come and go each round; on fl_server the FL server "
+                                        "crashes (no rounds until recovery_time; the nodes executor kills and "
+                                        "restarts its process, which resumes from its saved round).",
               {"failure_type": Param({"enum": ["hard_failure", "intermittent"]}, REQUIRED),
                "recovery_time": Param(_positive, None, "Seconds until a failed client is back."),
                "reconnect_probability": Param(_fraction, 0.5, "Intermittent: chance of being present per round."),
