@@ -12,7 +12,10 @@ from pytest_flopynet import ScenarioEvent, load_scenario
 from pytest_flopynet.session import Scenario
 from tests.backends.test_netns_backend import reason
 
-pytestmark = pytest.mark.skipif(reason is not None, reason=reason or "")
+pytestmark = [pytest.mark.skipif(reason is not None, reason=reason or ""),
+              pytest.mark.skipif(bool(os.environ.get("PYTEST_XDIST_WORKER")),
+                                 reason="these check round timing and `flopynet cleanup --check` machine-wide, so "
+                                        "they need the machine to themselves: run without -n (issue 20, open)")]
 DIGITS_STAR = load_scenario(Path(__file__).parents[1] / "data" / "digits_star.scenario.yaml")
 
 
