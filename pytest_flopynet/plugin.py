@@ -188,7 +188,7 @@ class ScenarioItem(pytest.Item):
         finally:
             if elsewhere:
                 elsewhere.wait()  # no process of this test outlives it
-        finish(self, runners[0], [*runners[1:], *others])
+        finish(self, runners[0], [*(r.result for r in runners[1:]), *others])
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, (AssertionError, FlopynetError)):

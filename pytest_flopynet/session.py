@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -173,18 +172,17 @@ class Scenario:
         if reason:
             raise UnavailableError(reason)
         clock = clock_for(self.backend, self.backend_options.get("time_scale"))
-        options = {**self.backend_options, **({"node_port": NODE_PORT} if self.executor == "nodes" else {})}
+        in_nodes = self.executor == "nodes"  # FL in processes of its own (fl/nodes.py)
+        options = {**self.backend_options, **({"node_port": NODE_PORT} if in_nodes else {})}
         backend = make_backend(self.backend, clock, self.controller, worker=self.worker, options=options)
-        reason = unsupported_events(backend, config.events) or (nodes_unsupported(backend, config)
-                                                                if self.executor == "nodes" else None)
+        reason = unsupported_events(backend, config.events) or (nodes_unsupported(backend, config) if in_nodes else None)
         if reason:
             raise UnavailableError(reason)
         backend.build(self.topology)
         nodes = None
-        if self.executor == "nodes":
-            folder = (self.reports_dir / "nodes" if self.reports_dir is not None
-                      else Path(tempfile.mkdtemp(prefix="flopynet-nodes-")))  # its logs and state files
-            nodes = NodeProcesses(backend, config, self.seed, self.data_dir, folder)
+        if in_nodes:  # their logs and state files beside the reports (else in a temporary folder)
+            nodes = NodeProcesses(backend, config, self.seed, self.data_dir,
+                                  self.reports_dir / "nodes" if self.reports_dir is not None else None)
         execution = ScenarioExecution(f"{config.name}-{self.seed}", config, self.seed, backend=self.backend)
         orchestrator = Orchestrator(execution, clock=clock, backend=backend, topology=self.topology,
                                     cluster=self.cluster, controller=self.controller, callbacks=self.callbacks,

@@ -125,7 +125,7 @@ def workers_elsewhere(config: pytest.Config, alongside: bool) -> int | str | Non
     them in the test's process, one after another: one worker is all there is, or a conftest or plugin
     implements pytest_flopynet_event / _round_end (Allure's steps aside) and must see every run."""
     impls = [*config.hook.pytest_flopynet_event.get_hookimpls(), *config.hook.pytest_flopynet_round_end.get_hookimpls()]
-    if any(type(impl.plugin).__name__ != "AllureSteps" for impl in impls):
+    if any(not isinstance(impl.plugin, allure.AllureSteps) for impl in impls):
         return None
     workers = seed_workers(config)
     if workers == "ray":
@@ -217,22 +217,16 @@ class Elsewhere:
     def wait(self) -> None:
         self._thread.join()
 
-    def results(self) -> list[Finished]:
+    def results(self) -> list:
+        """Their ScenarioResults, in seed order."""
         self.wait()
         if self._failure:
             raise self._failure[0]
-        return [Finished(r) for r in sorted(self._results, key=lambda r: r.execution.seed)]
-
-
-class Finished:
-    """A run made in another process, as finish() reads runners: its result."""
-
-    def __init__(self, result):
-        self.result = result
+        return sorted(self._results, key=lambda r: r.execution.seed)
 
 
 def other_seeds(item: pytest.Item, runner) -> list:
-    """A fixture test's scenario run again for the test's other seeds (seeds_for), with the events and
+    """The results of a fixture test's scenario run again for the test's other seeds (seeds_for), with the events and
     callbacks the test gave its runner: the test body saw the first seed, the gates judge them all. At once
     in other processes where they may (workers_elsewhere) and the body added no callbacks (code stays here)."""
     seeds = seeds_for(item.config, item.nodeid, runner.config, item.iter_markers("seeds"))
@@ -243,23 +237,22 @@ def other_seeds(item: pytest.Item, runner) -> list:
         runs = [SeedRun.of(item, seed, runner.source, config=runner.config, events=list(runner.events),
                            raise_on_failure=runner.raise_on_failure, plot_gates=runner.plot_gates) for seed in seeds[1:]]
         return Elsewhere(item.config, runs, workers).results()
-    runners = []
+    results = []
     for seed in seeds[1:]:
         other = make_scenario(item.config, item.nodeid, runner.config, runner.source, seed=seed)
         other.events, other.callbacks = list(runner.events), list(runner.callbacks)
         other.raise_on_failure, other.plot_gates = runner.raise_on_failure, runner.plot_gates
-        other.run()
-        runners.append(other)
-    return runners
+        results.append(other.run())
+    return results
 
 
 def finish(item: pytest.Item, runner, more: list | None = None) -> None:
-    """After a run (and with `more`, the runs of the test's other seeds): fail on a failed execution,
+    """After a run (and with `more`, the results of the test's other seeds): fail on a failed execution,
     record metrics for JUnit and the summary, check gates over every seed."""
     result = runner.result
     if result is None:
         return
-    results = [result, *(r.result for r in more or () if r.result is not None)]
+    results = [result, *(r for r in more or () if r is not None)]
     analyses = [r.analysis for r in results]
     summary = result.analysis["execution_summary"]
     for key, value in summary.items():

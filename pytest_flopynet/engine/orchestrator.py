@@ -294,12 +294,7 @@ class Orchestrator:
                              bytes_down=nbytes * sum(t is not None for t in got), accuracy=accuracy, loss=loss,
                              rejected=by_client_number(set(returned) - {u.client for u in accepted}),
                              aggregated=aggregated)
-        self.execution.metrics.record_round(record)
-        self._sample()
-        self.execution.current_round = rnd
-        if self.on_round_end is not None:
-            self.on_round_end(round=rnd, metrics=record, execution=self.execution)
-        return True
+        return self._end_round(record)
 
     # -- the nodes executor ------------------------------------------------------------------------
     def _round_on_nodes(self, rnd: int, selected: list[str], start: float, deadline: float, end: float) -> bool:
@@ -326,20 +321,26 @@ class Orchestrator:
         return {c: {"work": work.get(c), "tampers": [[t.kind, t.params] for t in tampers.get(c, ())]} for c in clients}
 
     def _record_node_round(self, rnd: int, start: float, now: float, selected: list[str], done: dict) -> bool:
-        """The round's record from what the server measured (times in scenario seconds)."""
+        """The round's record from what the server measured (times in scenario seconds). Before the server
+        finished a round, the model is the initial one this process also holds (same seed)."""
         scale = float(getattr(self.clock, "time_scale", 1.0))
+        accuracy, loss = (done["accuracy"], done["loss"]) if done["accuracy"] is not None else self.cluster.evaluate()
         record = RoundRecord(rnd, start, now, list(done["participants"]),
                              [c for c in selected if c not in done["participants"]],
-                             bytes_up=done["bytes_up"], bytes_down=done["bytes_down"], accuracy=done["accuracy"],
-                             loss=done["loss"], aggregated=done["aggregated"], failed=list(done["failed"]),
+                             bytes_up=done["bytes_up"], bytes_down=done["bytes_down"], accuracy=accuracy,
+                             loss=loss, aggregated=done["aggregated"], failed=list(done["failed"]),
                              client_times={c: {"transfer_seconds": t["transfer_seconds"] * scale,
                                                "train_seconds": t["train_seconds"] * scale}
                                            for c, t in sorted(done["times"].items(), key=lambda kv: client_number(kv[0]))})
+        return self._end_round(record)
+
+    def _end_round(self, record: RoundRecord) -> bool:
+        """Keep the round's record, sample the network at its end and tell the round_end hook."""
         self.execution.metrics.record_round(record)
         self._sample()
-        self.execution.current_round = rnd
+        self.execution.current_round = record.round
         if self.on_round_end is not None:
-            self.on_round_end(round=rnd, metrics=record, execution=self.execution)
+            self.on_round_end(round=record.round, metrics=record, execution=self.execution)
         return True
 
     def _alive(self, client: str, generation: dict[str, int]) -> bool:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -35,8 +37,12 @@ class NodeProcesses:
     """The server and client processes of one run. `backend` places them: spawn(host, argv, **popen)
     runs argv in the host's namespace and address(host) is where others reach it."""
 
-    def __init__(self, backend, config: ScenarioConfig, seed: int, data_dir: Path | None, folder: Path):
-        self.backend, self.config, self.folder = backend, config, Path(folder)
+    def __init__(self, backend, config: ScenarioConfig, seed: int, data_dir: Path | None, folder: Path | None):
+        """`folder` keeps the processes' configuration, logs and state files; None: a temporary one,
+        removed by stop()."""
+        self.backend, self.config = backend, config
+        self._temporary = folder is None
+        self.folder = Path(tempfile.mkdtemp(prefix="flopynet-nodes-")) if folder is None else Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.node_json = NodeConfig.write(self.folder / "node.json", config, seed, data_dir)
         self.server_host = backend.topology.server
@@ -49,7 +55,7 @@ class NodeProcesses:
         self.port = NODE_PORT if backend.carries_node_traffic else 0
         self.server_killed = False  # by kill_server (a server failure event), not by itself
         self.kills = 0  # server failures so far: a round during which one happened is lost
-        self.last = {"accuracy": 0.0, "loss": float("nan")}  # the last round's figures (a lost round keeps them)
+        self.last: dict | None = None  # the last round's record (a lost round keeps its figures)
 
     # -- processes ------------------------------------------------------------------------------
     def _node(self, *args: str) -> list[str]:
@@ -117,6 +123,8 @@ class NodeProcesses:
                 pass
         for proc in [self.server, *self.clients.values()]:
             _kill(proc)
+        if self._temporary:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     # -- rounds ---------------------------------------------------------------------------------
     def round(self, rnd: int, clients: list[str], timeout: float, tasks: dict | None = None,
@@ -143,10 +151,10 @@ class NodeProcesses:
 
     def _lost(self, rnd: int, clients: list[str]) -> dict:
         """A round the server did not live through (a server failure event): every update lost, the model
-        (and its figures) the last round's."""
+        (and its figures) the last round's; None before the first round (the initial model's)."""
         return {"event": "round", "round": rnd, "participants": [], "stragglers": [], "failed": list(clients),
-                "accuracy": self.last["accuracy"], "loss": self.last["loss"], "bytes_down": 0, "bytes_up": 0,
-                "aggregated": False, "times": {}}
+                "accuracy": self.last and self.last["accuracy"], "loss": self.last and self.last["loss"],
+                "bytes_down": 0, "bytes_up": 0, "aggregated": False, "times": {}}
 
     def _read_until(self, done: Callable[[dict], bool], timeout: float, what: str,
                     waiting: Callable[[], float] = lambda: 0.5) -> dict:
