@@ -30,6 +30,7 @@ import selectors
 import socket
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +210,10 @@ class Server:
         conn = self.peers.pop(name, None)
         if conn is not None:
             self.selector.unregister(conn)
+            try:
+                conn.shutdown(socket.SHUT_RDWR)  # wakes a send blocked on it (close alone does not)
+            except OSError:
+                pass
             conn.close()
             emit(event="client_lost", client=name, reason=reason)
 
@@ -245,21 +250,27 @@ class Server:
     def round(self, rnd: int, chosen: list[str], timeout: float, tasks: dict | None = None) -> dict:
         """Send the model to the chosen clients, wait up to `timeout` seconds for their updates, aggregate
         and evaluate; the round's record. A chosen client without a connection, or whose connection
-        breaks, failed; one that connected but did not answer in time is a straggler."""
+        breaks, failed; one that did not answer in time is a straggler. Each model goes out on a thread
+        of its own, so a client the network cut off cannot hold the others' models back; one whose model
+        is still not through at the deadline is a straggler, its connection closed mid-frame (it says hello
+        again)."""
         start, tasks = time.monotonic(), tasks or {}
-        sent, failed, began = [], [], {}
+        failed, began, senders, send_errors = [], {}, {}, {}
+
+        def send(name: str, conn: socket.socket, message: bytes) -> None:
+            try:
+                conn.sendall(message)
+            except OSError as exc:
+                send_errors[name] = exc
         for name in chosen:
             conn = self.peers.get(name)
             if conn is None:
                 failed.append(name)
                 continue
-            try:
-                began[name] = time.monotonic()
-                conn.sendall(encode_model(rnd, self.cluster.global_params, tasks.get(name)))
-                sent.append(name)
-            except OSError as exc:
-                self.lose(name, str(exc) or type(exc).__name__)
-                failed.append(name)
+            began[name] = time.monotonic()
+            senders[name] = threading.Thread(target=send, args=(name, conn, encode_model(
+                rnd, self.cluster.global_params, tasks.get(name))), daemon=True)
+            senders[name].start()
         updates, times = {}, {}
 
         def on_message(name, msg):
@@ -268,9 +279,16 @@ class Server:
                 total = time.monotonic() - began[name]
                 times[name] = {"seconds": total, "train_seconds": msg["seconds"],
                                "transfer_seconds": max(0.0, total - msg["seconds"])}
-        waiting = lambda: [n for n in sent if n not in updates and n in self.peers]  # noqa: E731
+        waiting = lambda: [n for n in senders if n not in updates and n in self.peers]  # noqa: E731
         self.serve(timeout, until=lambda: not waiting(), on_message=on_message)
-        failed += [n for n in sent if n not in updates and n not in self.peers]
+        undelivered = [n for n, thread in senders.items() if thread.is_alive()]
+        for name in undelivered:
+            self.lose(name, "its model was not through by the round's deadline")  # ends the blocked send
+        for name, thread in senders.items():
+            thread.join()
+            if name in send_errors:
+                self.lose(name, str(send_errors[name]) or type(send_errors[name]).__name__)
+        failed += [n for n in senders if n not in updates and n not in self.peers and n not in undelivered]
         got = [updates[n] for n in by_client_number(updates)]
         aggregated = len(got) >= rule_spec(self.fl.aggregation_method).minimum_updates(self.fl.aggregation_parameters)
         if aggregated:
@@ -279,10 +297,11 @@ class Server:
         self.rounds_done = rnd
         _save(self.state, {"round": rnd, "params": self.cluster.global_params, "server_state": self.cluster.server_state})
         nbytes = self.cluster.model_bytes
+        delivered = [n for n in senders if n not in undelivered and n not in send_errors]
         record = dict(event="round", round=rnd, participants=[u.client for u in got],
-                      stragglers=by_client_number(set(sent) - set(updates) - set(failed)),
+                      stragglers=by_client_number(set(senders) - set(updates) - set(failed)),
                       failed=by_client_number(failed), accuracy=accuracy, loss=loss,
-                      bytes_down=nbytes * len(sent), bytes_up=nbytes * len(got), aggregated=aggregated,
+                      bytes_down=nbytes * len(delivered), bytes_up=nbytes * len(got), aggregated=aggregated,
                       wall_seconds=time.monotonic() - start, times=times)
         emit(**record)
         return record

@@ -88,3 +88,41 @@ def test_a_client_that_dies_is_reported_and_the_others_go_on(tmp_path):
     assert all(r["participants"] for r in rounds[1:])  # the other two carried on
     for name in ("client_1", "client_3"):
         assert clients[name].wait(timeout=60) == 0
+
+
+def test_a_client_that_stops_reading_cannot_hold_the_round_past_its_deadline(tmp_path):
+    """A 68 MB model (MLP [4096, 4096] on digits: 17 million float32) fills any socket buffer, so sending it
+    to a client that never reads blocks: the round still ends at its deadline with the other client's
+    update, the silent client a straggler whose connection is closed."""
+    import socket
+    import threading as _threading
+
+    from pytest_flopynet.fl.node import HELLO, Server
+
+    big = ScenarioConfig(name="big", duration_minutes=10,
+                         fl_config=FLConfig(model_architecture="mlp", model_parameters={"hidden_layers": [4096, 4096]},
+                                            total_rounds=1, clients_per_round=2, local_epochs=1, learning_rate=0.1,
+                                            client_data_sizes=[60, 60]),
+                         network_config=NetworkConfig(node_count=3))
+    path = NodeConfig.write(tmp_path / "node.json", big, seed=1)
+    server = Server(NodeConfig.load(path), ("127.0.0.1", 0))
+    port = server.listener.getsockname()[1]
+    honest = node(path, "--role", "client", "--name", "client_1", "--server", f"127.0.0.1:{port}")
+    silent = socket.create_connection(("127.0.0.1", port))
+    silent.sendall(frame(HELLO, b"client_2"))  # says hello, then never reads
+    try:
+        server.wait_for_clients(60)
+        assert set(server.peers) == {"client_1", "client_2"}
+        result = {}
+        worker = _threading.Thread(target=lambda: result.update(server.round(1, ["client_2", "client_1"], 8.0)))
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive(), "the round hung on the client that does not read"
+        assert result["participants"] == ["client_1"] and result["stragglers"] == ["client_2"]
+        assert 8.0 <= result["wall_seconds"] < 20.0
+        assert "client_2" not in server.peers  # closed mid-frame: it would have to say hello again
+        assert result["bytes_down"] == 4 * (64 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 10 + 10)  # client_1's
+    finally:
+        silent.close()
+        server.close()
+        honest.wait(timeout=60)
