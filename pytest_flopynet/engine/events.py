@@ -182,17 +182,22 @@ def policy_change(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
 
 
 def resource_constraint(event: ScenarioEvent, ctx: EventContext, index: int) -> Undo:
-    """cpu_slowdown_factor lengthens local training by that factor; memory_limit_mb excludes the
-    clients whose training would not fit (see FLCluster.training_memory_mb)."""
+    """cpu_slowdown_factor lengthens local training by that factor (the nodes executor: a CPU quota of
+    1/factor on the client's process); memory_limit_mb excludes the clients whose training would not fit
+    (see FLCluster.training_memory_mb)."""
     entries = [(ctx.cluster.clients[c], attr, float(event.parameters[param])) for c in event_clients(event)
                for param, attr in (("cpu_slowdown_factor", "slowdowns"), ("memory_limit_mb", "memory_limits_mb"))
                if param in event.parameters]
     for state, attr, value in entries:
         getattr(state, attr).append(value)
+    factor = event.parameters.get("cpu_slowdown_factor")
+    limits = [ctx.nodes.limit_cpu(c, float(factor)) for c in event_clients(event)] if ctx.nodes and factor else []
 
     def undo() -> None:
         for state, attr, value in entries:
             getattr(state, attr).remove(value)
+        for lift in limits:
+            lift()
     return undo
 
 

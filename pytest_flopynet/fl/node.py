@@ -396,6 +396,8 @@ def run_client(node: NodeConfig, name: str, server: tuple[str, int], connect_tim
                 work = {name: task["work"]} if task.get("work") is not None else None
                 tampers = {name: [Tamper(kind, params) for kind, params in task.get("tampers", [])]}
                 (update,) = cluster.train([name], msg["round"], work, tampers)
+                if task.get("slowdown", 1) > 1:  # a CPU limit where the kernel has no quota: train as slowly
+                    time.sleep((task["slowdown"] - 1) * (time.monotonic() - began))
                 sock.sendall(encode_update(msg["round"], update.num_samples, update.steps, update.train_loss,
                                            update.params, time.monotonic() - began))
         except (ConnectionBroken, OSError) as exc:

@@ -6,6 +6,7 @@ measured, which becomes the round's record."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import selectors
 import shutil
@@ -14,9 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
+from .. import cgroups
 from ..errors import FlopynetError
 from ..model import ScenarioConfig, rule_spec
 from .node import NodeConfig
@@ -56,6 +59,8 @@ class NodeProcesses:
         self.server_killed = False  # by kill_server (a server failure event), not by itself
         self.kills = 0  # server failures so far: a round during which one happened is lost
         self.last: dict | None = None  # the last round's record (a lost round keeps its figures)
+        self.quotas: dict[str, list] = {}  # client -> the CPU quotas (cgroups) in force on its process
+        self.sleep_factors: dict[str, list[float]] = {}  # the same where the kernel has no quotas
 
     # -- processes ------------------------------------------------------------------------------
     def _node(self, *args: str) -> list[str]:
@@ -95,6 +100,8 @@ class NodeProcesses:
                 "--role", "client", "--name", name, "--server", self.address, "--connect-timeout", "600",
                 "--state", str(self.folder / f"{name}.state")),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        for quota in self.quotas.get(name, ()):  # a restarted client is as limited as before
+            quota.add(self.clients[name].pid)
         if wait if wait is not None else not self.backend.carries_node_traffic:
             if self.address is not None and self.server is not None and not self.server_killed:
                 self._read_until(lambda line: line["event"] == "joined" and line["client"] == name, START_TIMEOUT,
@@ -103,6 +110,30 @@ class NodeProcesses:
     def kill_client(self, name: str) -> int | None:
         """SIGKILL to the client's process group (a crash: no goodbye); its PID."""
         return _kill(self.clients.get(name))
+
+    def limit_cpu(self, name: str, factor: float) -> Callable[[], None]:
+        """The client's process gets 1/factor of one CPU (a cgroup CPU quota) until the returned undo runs.
+        Only where the processes' time is the scenario's (netns); on sim the network model's device time
+        already has the slowdown. Where the kernel has no quota, the client sleeps factor - 1 times its
+        training instead (its task says so), with a warning saying why."""
+        if not self.backend.carries_node_traffic:
+            return lambda: None
+        reason = cgroups.unavailable()
+        if reason is not None:
+            warnings.warn(f"resource_constraint on {name}: no CPU quota ({reason}); the client process sleeps "
+                          f"{factor - 1:g} times its training time instead", stacklevel=2)
+            self.sleep_factors.setdefault(name, []).append(factor)
+            return lambda: self.sleep_factors[name].remove(factor)
+        quota = cgroups.CpuQuota(f"{os.getpid()}-{id(self):x}-{name}-{len(self.quotas.get(name, ()))}", factor)
+        self.quotas.setdefault(name, []).append(quota)
+        proc = self.clients.get(name)
+        if proc is not None and proc.poll() is None:
+            quota.add(proc.pid)
+
+        def undo() -> None:
+            self.quotas[name].remove(quota)
+            quota.remove()
+        return undo
 
     def kill_server(self) -> int | None:
         self.server_killed, self.kills = True, self.kills + 1
@@ -123,6 +154,9 @@ class NodeProcesses:
                 pass
         for proc in [self.server, *self.clients.values()]:
             _kill(proc)
+        for quota in [q for quotas in self.quotas.values() for q in quotas]:
+            quota.remove()
+        self.quotas.clear()
         if self._temporary:
             shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -137,7 +171,11 @@ class NodeProcesses:
             return self._lost(rnd, clients)
         if self.server is None or self.server.poll() is not None:
             raise NodeError(f"the FL server process is not running (exit code {self.server and self.server.returncode})")
-        command = {"op": "round", "round": rnd, "clients": clients, "timeout": timeout, "tasks": tasks or {}}
+        tasks = {c: dict(task) for c, task in (tasks or {}).items()}
+        for c in clients:  # CPU limits without a kernel quota: the client sleeps them
+            if self.sleep_factors.get(c):
+                tasks.setdefault(c, {})["slowdown"] = math.prod(self.sleep_factors[c])
+        command = {"op": "round", "round": rnd, "clients": clients, "timeout": timeout, "tasks": tasks}
         try:
             self.server.stdin.write((json.dumps(command) + "\n").encode())
             self.server.stdin.flush()
@@ -202,11 +240,7 @@ def nodes_unsupported(backend, config: ScenarioConfig) -> str | None:
     if rule_spec(config.fl_config.aggregation_method).control_variates:
         return (f"the nodes executor cannot run {config.fl_config.aggregation_method}: the node program does not "
                 "carry its control variates")
-    kinds = {str(e.event_type) for e in config.events}
-    for kind, why in (("policy_change", "the policy engine screens updates in the orchestrator, which the node "
-                                        "processes do not send their updates to"),
-                      ("resource_constraint", "the node processes train at the machine's real speed and the "
-                                              "executor does not limit them with cgroups yet")):
-        if kind in kinds:
-            return f"the nodes executor cannot play {kind} events: {why}"
+    if any(str(e.event_type) == "policy_change" for e in config.events):
+        return ("the nodes executor cannot play policy_change events: the policy engine screens updates in the "
+                "orchestrator, which the node processes do not send their updates to")
     return None

@@ -34,6 +34,7 @@ import time
 import warnings
 from pathlib import Path
 
+from .. import cgroups
 from ..errors import FlopynetError, UnavailableError
 from ..processes import tool
 from .topology import Topology
@@ -461,7 +462,7 @@ def leftovers() -> list[str]:
         if "pytest_flopynet.network.agent" in text or "ryu_app.py" in text or "flopynet-ovs-" in text:
             if "State:\tZ" not in (proc / "status").read_text(errors="replace"):
                 found.append(f"process {proc.name}: {text.strip()[:100]}")
-    return found
+    return found + [f"cgroup {path}" for path in cgroups.leftovers()]
 
 
 def record_problem(path: Path, state) -> str | None:
@@ -529,7 +530,7 @@ def cleanup() -> list[str]:
             shutil.rmtree(state["run_dir"], ignore_errors=True)
             removed.append(f"Open vSwitch run directory {state['run_dir']}")
         state_file.unlink(missing_ok=True)
-    return removed
+    return removed + cgroups.cleanup()  # the node processes' CPU quotas whose processes are gone
 
 
 _NETEM: bool | None = None

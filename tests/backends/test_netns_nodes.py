@@ -3,11 +3,12 @@ weights over real TCP through Open vSwitch under Ryu; faults happen to those pro
 import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from pytest_flopynet import ScenarioEvent, load_scenario
+from pytest_flopynet import ScenarioEvent, cgroups, load_scenario
 from pytest_flopynet.network.lab import STATE_DIR
 from pytest_flopynet.session import Scenario
 from tests.backends.test_netns_backend import _leftovers, reason
@@ -113,3 +114,65 @@ def test_killed_processes_are_gone_a_client_rejoins_and_the_server_resumes_its_r
     assert resumed[0]["round"] in (before_crash[-1]["round"], before_crash[-1]["round"] + 1)
     assert not [r for r in result.rounds if 6.0 < r["start_time"] < 7.0]  # no round while it was down
     assert _leftovers(lab) == []
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _limited(quota: bool, monkeypatch):
+    """client_2 (of two with 1000 digits samples each, 5 epochs) under cpu_slowdown_factor 4 from 2 s to 5 s."""
+    if quota and cgroups.unavailable():
+        pytest.skip(cgroups.unavailable())
+    if not quota:
+        monkeypatch.setattr(cgroups, "unavailable", lambda: "no cpu controller (test)")
+    limit = ScenarioEvent(event_type="resource_constraint", target="client_2", trigger_time=2.0, duration=3.0,
+                          parameters={"cpu_slowdown_factor": 4})
+    config = dataclasses.replace(small(7.0, sizes=(1000, 1000), local_epochs=5), events=[limit])
+    config = dataclasses.replace(config, fl_config=dataclasses.replace(config.fl_config, clients_per_round=2),
+                                 network_config=dataclasses.replace(config.network_config, node_count=3))
+    return Scenario(config, seed=3, backend="netns", executor="nodes")
+
+
+def test_a_cpu_limit_is_a_cgroup_quota_on_the_client_process(monkeypatch):
+    """Factor 4: the client process gets at most a quarter of one CPU while the limit lasts (its CPU time over
+    the wall time, 0.3 allowing for CFS's 10 ms periods), and the kernel did throttle it; the cgroup is
+    gone afterwards. (Its training time against the other client's depends on what else the machine runs.)"""
+    runner = _limited(True, monkeypatch)
+    lab = record_lab(runner, 0.0)
+    seen = {}
+
+    @runner.at(2.05)
+    def start(execution):
+        seen["pid"] = runner.orchestrator.nodes.pid("client_2")
+        seen["start"] = (_cpu_seconds(seen["pid"]), time.monotonic())
+
+    @runner.at(4.95)
+    def end(execution):
+        cpu, wall = _cpu_seconds(seen["pid"]), time.monotonic()
+        seen["share"] = (cpu - seen["start"][0]) / (wall - seen["start"][1])
+        (quota,) = runner.orchestrator.nodes.quotas["client_2"]
+        stat = dict(zip(*[iter((quota.path / "cpu.stat").read_text().split())] * 2))
+        seen["throttled"] = int(stat["nr_throttled"])
+    result = runner.run()
+    assert result.state == "completed"
+    assert seen["share"] <= 0.3 and seen["throttled"] > 0
+    assert not [p for p in cgroups.leftovers() if p.name.startswith(f"{cgroups.PREFIX}{os.getpid()}-")]
+    assert _leftovers(lab) == []
+
+
+def test_without_a_kernel_quota_the_client_sleeps_its_factor_with_a_warning(monkeypatch):
+    """The fallback: the client process sleeps 3 times its training, so its measured training takes 4 times
+    client_1's (the same work; 2.5-6 allowing for a busy machine), and about the same outside the limit."""
+    runner = _limited(False, monkeypatch)
+    with pytest.warns(UserWarning, match="resource_constraint on client_2: no CPU quota"):
+        result = runner.run()
+
+    def ratio(rounds):
+        times = [r["client_times"] for r in rounds if len(r["client_times"]) == 2]
+        return sum(t["client_2"]["train_seconds"] for t in times) / sum(t["client_1"]["train_seconds"] for t in times)
+    during = [r for r in result.rounds if r["start_time"] >= 2.0 and r["end_time"] <= 5.0]
+    outside = [r for r in result.rounds[1:] if r["end_time"] < 2.0 or r["start_time"] > 5.0]
+    assert during and 2.5 <= ratio(during) <= 6.0
+    assert outside and 0.5 <= ratio(outside) <= 2.0
