@@ -261,7 +261,7 @@ def test_the_executor_option_chooses_how_clients_train(project):
     wrong = project.runpytest_subprocess("--flopynet-executor", "fast")
     assert wrong.ret == pytest.ExitCode.USAGE_ERROR
     wrong.stderr.fnmatch_lines(["ERROR: --flopynet-executor / ini flopynet_executor: 'fast' is not one of auto, "
-                                "sequential, batched, compiled"])
+                                "sequential, batched, compiled, nodes"])
 
 
 def test_a_test_without_a_scenario_says_how_to_choose_one(project):
