@@ -103,7 +103,9 @@ def test_cleanup_removes_what_a_killed_run_left(tmp_path):
     proc.stdout.close()
     assert leftovers(prefix)
     run = subprocess.run([sys.executable, "-m", "pytest_flopynet.cli", "cleanup"], capture_output=True, text=True)
-    assert run.returncode == 0 and f"removed namespace {prefix}-main-fl_server" in run.stdout
+    # under xdist another test's `flopynet cleanup` may remove this dead lab first: then its record is gone too
+    assert run.returncode == 0 and (f"removed namespace {prefix}-main-fl_server" in run.stdout
+                                    or not (STATE_DIR / f"{prefix}.json").exists())
     assert leftovers(prefix) == []
     for pid in state["pids"]:  # the lab's OVS daemons are gone (at most a zombie an init that does not reap keeps)
         status = Path(f"/proc/{pid}/status")

@@ -97,10 +97,11 @@ def test_one_lossless_flow_on_netns_takes_the_simulated_time_within_3_percent(ne
 
 
 def test_a_lossy_cell_on_netns_takes_the_simulated_time_within_10_percent(netns_bottleneck):
-    """BBR, 10 Mbit/s, 5% loss on the bottleneck, 2.5 MB: the median of three real transfers (a lost SYN costs
-    one of them a second now and then, which the sim spreads over all as its expectation) against the sim."""
+    """BBR, 10 Mbit/s, 5% loss on the bottleneck, 2.5 MB: the median of five real transfers (a lost SYN costs
+    one of them a second now and then, which the sim spreads over all as its expectation; three let one
+    slow transfer on a busy CI machine move the median 15%) against the sim."""
     lab = netns_bottleneck
-    real = sorted(lab.measure(2_500_000, 10, 0.05)["seconds"] for _ in range(3))[1]
+    real = sorted(lab.measure(2_500_000, 10, 0.05)["seconds"] for _ in range(5))[2]
     sim = calibrate("sim", nbytes=2_500_000, bandwidth_mbps=10, rtt_ms=lab.rtt_ms, loss=0.05,
                     congestion_control="bbr")["seconds"]
     lossless = calibrate("sim", nbytes=2_500_000, bandwidth_mbps=10, rtt_ms=lab.rtt_ms, loss=0.0)["seconds"]
