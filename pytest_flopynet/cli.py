@@ -1,4 +1,4 @@
-"""The `flopynet` command: validate, run, sweep, list, schema, compare, report, calibrate, cleanup. Errors are one line
+"""The `flopynet` command: validate, run, sweep, list, schema, compare, report, calibrate, cleanup, gns3. Errors are one line
 and a non-zero exit."""
 from __future__ import annotations
 
@@ -104,6 +104,17 @@ def parser() -> argparse.ArgumentParser:
     cl.add_argument("--check", action="store_true", help="remove nothing; list what any lab left (namespaces, links, "
                                                        "nftables tables, processes) and exit 1 if anything")
     cl.set_defaults(fn="cleanup:cmd_cleanup")
+    g = sub.add_parser("gns3", help="the gns3 backend's host: build the FL node image, check what a GNS3 host needs")
+    gsub = g.add_subparsers(dest="gns3_command", required=True)
+    gi = gsub.add_parser("image", help="build the Docker image of the FL nodes (Debian, this interpreter's torch and "
+                                       "this package) unless its content-named tag exists; needs root and debootstrap")
+    gi.add_argument("--force", action="store_true", help="build it even if it exists")
+    gi.add_argument("--prune", action="store_true", help="then remove the image's other (stale) tags")
+    gi.set_defaults(fn="gns3:cmd_image")
+    gc = gsub.add_parser("check", help="list what a GNS3 host needs to carry FL with this package, each ok or missing "
+                                       "(exit 1 if anything is missing)")
+    gc.add_argument("--url", help="the GNS3 server (default http://127.0.0.1:3080)")
+    gc.set_defaults(fn="gns3:cmd_check")
     return p
 
 

@@ -88,6 +88,8 @@ class Scenario:
         self.reports_dir = reports_dir
         self.data_dir = data_dir if data_dir is not None else settings.data_dir
         self.executor = executor or settings.executor  # how clients train (fl.EXECUTORS); same metrics within rounding
+        if self.backend == "gns3":  # FL crosses GNS3 links only as the node program inside its nodes
+            self.executor = "nodes"
         self._topology, self._controller, self._cluster = topology, controller, cluster
         self._checked = checked  # config and its own events already checked against this topology (at collection)
         self.events: list[ScenarioEvent] = list(config.events)  # the file's, then those added (add_event)

@@ -137,6 +137,9 @@ OPTIONS: tuple[Option, ...] = (
            cli={"help": "GNS3 templates per role: 'switch=NAME,client=NAME,...'"}),
     Option("gns3_keep", "gns3 backend: keep each GNS3 project after its test, for debugging (1/true)", parse=_truthy,
            cli={"action": "store_true", "help": "keep the GNS3 project after the run (debugging)"}),
+    Option("gns3_link_delay", "gns3 backend: set each link's own latency as a GNS3 delay filter, which passes one "
+                              "frame per delay (1/true; default: only latency events)", parse=_truthy,
+           cli={"action": "store_true", "help": "set the links' own latency as GNS3 delay filters"}),
 )
 GATE_HELP = "gate 'metric op number' for every scenario (repeatable; overrides others per metric)"
 
@@ -160,6 +163,7 @@ class RunSettings:
     gns3_url: str | None = None
     gns3_templates: str | None = None
     gns3_keep: bool = False
+    gns3_link_delay: bool = False
     gates: tuple[str, ...] = ()  # over the scenario's own, per metric (ini, then command line)
     seed_overrides_file: bool = False
 
@@ -193,7 +197,7 @@ class RunSettings:
         options: dict[str, Any] = {"label": config.name}
         if config.network_config.gns3_template is not None:
             options["gns3_template"] = config.network_config.gns3_template
-        for name in ("time_scale", "gns3_url", "gns3_templates", "gns3_keep"):
+        for name in ("time_scale", "gns3_url", "gns3_templates", "gns3_keep", "gns3_link_delay"):
             if getattr(self, name):
                 options[name] = getattr(self, name)
         return options
@@ -222,6 +226,7 @@ class RunSettings:
         if values["reports"] is not None and not values["reports"].is_absolute():
             values["reports"] = config.rootpath / values["reports"]
         values["gns3_keep"] = bool(values["gns3_keep"])
+        values["gns3_link_delay"] = bool(values["gns3_link_delay"])
         values["gates"] = (*_checked_gates(config.getini("flopynet_gates"), "ini flopynet_gates"),
                            *_checked_gates(config.getoption("flopynet_gate") or [], "--flopynet-gate"))
         return cls(**values)
@@ -248,4 +253,5 @@ class RunSettings:
         values["seed_overrides_file"] = args.seed is not None
         values["seed"] = args.seed if args.seed is not None else 0
         values["gns3_keep"] = bool(args.gns3_keep)
+        values["gns3_link_delay"] = bool(args.gns3_link_delay)
         return cls(**values)

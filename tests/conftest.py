@@ -16,7 +16,7 @@ def tiny(**overrides) -> ScenarioConfig:
                           fl_config=FLConfig(**fl), network_config=NetworkConfig(**net), **overrides)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config():
     return tiny
 
@@ -28,13 +28,25 @@ def pytest_sessionfinish(session, exitstatus):
     import os
     if not os.environ.get("CI") or hasattr(session.config, "workerinput"):
         return
+    from pytest_flopynet.network import gns3
     from pytest_flopynet.network.lab import leftovers, unavailable
     if unavailable():
         return
-    found = leftovers()
+    found = leftovers() + gns3.leftovers() + _node_containers()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if found:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if reporter is not None:
         reporter.write("\n")
-        reporter.write_line("netns leftovers after the suite: " + ("; ".join(found) if found else "none"))
+        reporter.write_line("netns and GNS3 leftovers after the suite: " + ("; ".join(found) if found else "none"))
+
+
+def _node_containers() -> list[str]:
+    """Containers of the FL node image (GNS3's Docker nodes) still on this host."""
+    import subprocess
+    try:
+        out = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}} {{.Image}}"], capture_output=True,
+                             text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [f"container {line.split()[0]}" for line in out.splitlines() if " flopynet-node" in line]

@@ -63,8 +63,14 @@ class NodeProcesses:
         self.sleep_factors: dict[str, list[float]] = {}  # the same where the kernel has no quotas
 
     # -- processes ------------------------------------------------------------------------------
-    def _node(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "pytest_flopynet.fl.node", "--config", str(self.node_json), *args]
+    def _node(self, host: str, state: str, *args: str) -> list[str]:
+        """The node program's command line for a process on `host`, keeping its state in the file `state`;
+        a backend whose hosts have their own file systems (GNS3's containers) places the files itself."""
+        place = getattr(self.backend, "node_argv", None)
+        if place is not None:
+            return place(host, self.node_json, state, list(args))
+        return [sys.executable, "-m", "pytest_flopynet.fl.node", "--config", str(self.node_json), *args,
+                "--state", str(self.folder / state)]
 
     def start(self) -> None:
         """The server, then every client; returns once all have said hello."""
@@ -80,7 +86,7 @@ class NodeProcesses:
         listen = f"{self.backend.address(self.server_host)}:{self.port}"
         with open(self.folder / "server.log", "ab") as log:
             self.server = self.backend.spawn(self.server_host, self._node(
-                "--role", "server", "--control", "--listen", listen, "--state", str(self.folder / "server.state")),
+                self.server_host, "server.state", "--role", "server", "--control", "--listen", listen),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         self._buffer, self.server_killed = b"", False
         line = self._read_until(lambda line: line["event"] == "listening", START_TIMEOUT, "the server listened")
@@ -97,8 +103,8 @@ class NodeProcesses:
         where scenario time is virtual, on sim) returns once it said hello; on netns its slow start is real."""
         with open(self.folder / f"{name}.log", "ab") as log:
             self.clients[name] = self.backend.spawn(name, self._node(
-                "--role", "client", "--name", name, "--server", self.address, "--connect-timeout", "600",
-                "--state", str(self.folder / f"{name}.state")),
+                name, f"{name}.state", "--role", "client", "--name", name, "--server", self.address,
+                "--connect-timeout", "600"),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
         for quota in self.quotas.get(name, ()):  # a restarted client is as limited as before
             quota.add(self.clients[name].pid)
@@ -118,6 +124,8 @@ class NodeProcesses:
         training instead (its task says so), with a warning saying why."""
         if not self.backend.carries_node_traffic:
             return lambda: None
+        if hasattr(self.backend, "limit_cpu"):  # containers: the backend's own CPU limit
+            return self.backend.limit_cpu(name, factor)
         reason = cgroups.unavailable()
         if reason is not None:
             warnings.warn(f"resource_constraint on {name}: no CPU quota ({reason}); the client process sleeps "
@@ -235,7 +243,7 @@ def _kill(proc: subprocess.Popen | None) -> int | None:
 def nodes_unsupported(backend, config: ScenarioConfig) -> str | None:
     """Why the nodes executor cannot run this scenario on this backend (a skip reason), or None."""
     if not hasattr(backend, "spawn"):
-        return (f"the nodes executor starts the FL processes on the sim and netns backends; the {backend.name} "
+        return (f"the nodes executor starts the FL processes on the sim, netns and gns3 backends; the {backend.name} "
                 "backend does not start them")
     if rule_spec(config.fl_config.aggregation_method).control_variates:
         return (f"the nodes executor cannot run {config.fl_config.aggregation_method}: the node program does not "

@@ -1,28 +1,43 @@
-"""The GNS3 backend: a scenario's topology as a GNS3 project, driven through gns3fy (GNS3 REST API v2).
+"""The GNS3 backend: a scenario's topology as a GNS3 project, driven through gns3fy (GNS3 REST API v2),
+with FL running inside its Docker nodes.
 
 `GNS3Network.create` connects to the server, makes a project named per worker and scenario, creates a
 node per host and switch from the templates mapped to its role, links them as the topology says, and
-sets each link's own delay and loss as GNS3 link filters; `build` (what a run calls) also starts the
-nodes. Conditions become link filters (`delay`
-[latency, jitter], `packet_loss`, `corrupt`, `frequency_drop`, `bpf`) or suspended links (failures,
-partitions), composed as in the simulation: delays add, loss rates compound, down wins. Reverting a
-condition sets every link it touched back to what the remaining conditions ask for. GNS3 filters take
-whole milliseconds and whole percents, so values are rounded (with a warning when that changes one).
+sets each link's own delay and loss as GNS3 link filters. `build` (what a run calls) also gives each FL
+node its address (its /etc/network/interfaces, through the server's file API, as a GNS3 user would),
+starts the nodes and waits until every host reaches the server. The nodes executor then runs the FL
+node program inside the containers (network/docker_nodes.py), so real weights cross the GNS3 links.
 
-What GNS3 cannot do is a skip with the reason (UnavailableError), never a substitute: bandwidth
-limits (no such filter), background floods, and moving FL traffic when the server cannot start the
-nodes (the reason is the server's own).
+Conditions: delay [latency, jitter], `packet_loss`, `corrupt`, `frequency_drop` and `bpf` are link
+filters; failures and partitions suspend links; a failed host is a stopped node; a bandwidth limit is
+tc inside the network namespace of the link's Docker end (GNS3 has no rate filter). They compose as
+in the simulation (delays add, loss rates compound, down wins); reverting one sets every link it
+touched back to what the remaining conditions ask for. GNS3 filters take whole milliseconds and whole
+percents, so values are rounded (with a warning when that changes one). Time: a WallClock; with
+time_scale s, delays are 1/s and bandwidths s times the scenario's, as on netns.
+
+Switches are layer-2 (Dynamips' Ethernet switch by default) and have no spanning tree, so where the
+switches' links form cycles the backend keeps the links outside a spanning tree suspended, and brings
+one back when a link of the tree fails (what STP would do): hosts reach each other exactly when the
+topology without its failed links connects them.
 
 Templates per role (`DEFAULT_TEMPLATES`, overridden by the scenario's `network_config.gns3_template`,
 then by the `gns3_templates` option): `server`, `client`, `host` (idle hosts; default: the client's),
-`switch` and `controller` (an SDN controller node linked to the first switch; none by default). A
+`switch` and `controller` (an SDN controller node linked to the first switch; none by default). The
+default for FL nodes, "flopynet-node", is a Docker template of this package's FL node image
+(network/node_image.py, `flopynet gns3 image`), created on the server when missing. A
 `gns3_template` that is a plain string names the template of the FL nodes (server, clients, hosts).
 The server's URL: the `gns3_url` option, else `gns3_template: {url: ...}`, else http://127.0.0.1:3080.
 Credentials come from FLOPYNET_GNS3_USER and FLOPYNET_GNS3_PASSWORD only; they are never logged,
 written, or shown in a message.
 
+What GNS3 cannot do is a skip with the reason (UnavailableError), never a substitute: background
+floods, a bandwidth limit on a link with no Docker end, FL on nodes that are not Docker nodes of the
+FL image.
+
 A local gns3-server for the tests lives in a virtual environment of its own
-(`python -m pytest_flopynet.network.gns3 --setup-server`; `LocalGNS3Server` runs it).
+(`python -m pytest_flopynet.network.gns3 --setup-server`; `LocalGNS3Server` runs it). Every project
+is recorded (state folder, gns3/), so `flopynet cleanup` deletes those of runs that died.
 """
 from __future__ import annotations
 
@@ -51,7 +66,9 @@ import networkx as nx
 from ..credentials import split_credentials
 from ..errors import FlopynetError, UnavailableError
 from ..processes import free_port, stop_group
-from .backend import Condition, Flow, NetworkStats, check_names
+from . import docker_nodes, node_image
+from .backend import Condition, Flow, NetworkStats, check_names, link_states
+from .lab import STATE_DIR, _alive, _same, identity, state_dir
 from .topology import Topology
 
 DEFAULT_URL = "http://127.0.0.1:3080"
@@ -60,8 +77,13 @@ ROLES = ("server", "client", "host", "switch", "controller")
 # layer-2 switch (it runs in Dynamips, present on every GNS3 VM). A server without Dynamips refuses
 # it, and the build then skips with the server's reason: map `switch` to a template it can create
 # (an Open vSwitch appliance, Docker or Qemu).
-DEFAULT_TEMPLATES = {"server": "VPCS", "client": "VPCS", "host": None, "switch": "Ethernet switch", "controller": None}
+NODE_TEMPLATE = "flopynet-node"  # this package's FL node image as a Docker template (made when missing)
+NODE_FOLDER = "/flopynet"  # a GNS3 volume of each FL node: its configuration and state outlive a restart
+NODE_START = "sleep infinity"  # the container stays up; the node program runs in it (docker_nodes.enter)
+DEFAULT_TEMPLATES = {"server": NODE_TEMPLATE, "client": NODE_TEMPLATE, "host": None, "switch": NODE_TEMPLATE,
+                     "controller": None}
 SETTINGS_KEYS = (*ROLES, "url", "compute_id")
+IMAGE_ENV = "FLOPYNET_NODE_IMAGE"  # the FL nodes' Docker image, in place of `flopynet gns3 image`'s
 USER_ENV, PASSWORD_ENV = "FLOPYNET_GNS3_USER", "FLOPYNET_GNS3_PASSWORD"
 SERVER_VERSION = "2.2.61"
 TIMEOUT = 30.0  # seconds for one API call
@@ -124,13 +146,14 @@ def role_of(topology: Topology, node: str) -> str:
     return "client" if node in topology.clients else "host"
 
 
-def compose(topology: Topology, conditions) -> dict[str, LinkFilterState]:
+def compose(topology: Topology, conditions, scale: float = 1.0, own_delay: bool = True) -> dict[str, LinkFilterState]:
     """Each link's GNS3 state under its own delay and loss and the given conditions: delays and
-    jitters add, loss and corruption rates compound, the most frequent drop wins (-1: all), BPF
-    expressions accumulate, down wins."""
+    jitters add (then divided by the time scale), loss and corruption rates compound, the most frequent
+    drop wins (-1: all), BPF expressions accumulate, down wins."""
     states = {}
     for name, link in topology.links.items():
-        delay, jitter, keep, intact, every, bpf, down = link.delay_ms, 0.0, 1.0 - link.loss, 1.0, 0, [], False
+        delay = link.delay_ms if own_delay else 0.0
+        jitter, keep, intact, every, bpf, down = 0.0, 1.0 - link.loss, 1.0, 0, [], False
         for c in conditions:
             if name not in c.links:
                 continue
@@ -146,9 +169,9 @@ def compose(topology: Topology, conditions) -> dict[str, LinkFilterState]:
             bpf += [e for e in getattr(c, "bpf", ()) if e not in bpf]
             down = down or c.down
         filters: dict[str, list] = {}
-        latency = _whole(delay, "delay", name, "ms")
+        latency = _whole(delay / scale, "delay", name, "ms")
         if latency > 0:  # GNS3 drops a delay filter whose latency is 0
-            filters["delay"] = [latency, _whole(jitter, "jitter", name, "ms")]
+            filters["delay"] = [latency, _whole(jitter / scale, "jitter", name, "ms")]
         for kind, share in (("packet_loss", 1.0 - keep), ("corrupt", 1.0 - intact)):
             percent = _whole(share * 100, kind, name, "%")
             if percent > 0:
@@ -197,6 +220,19 @@ class GNS3Network:
         self._stopped_hosts: dict[int, tuple[str, ...]] = {}
         self._filter_cache: dict[str, bool] = {}
         self.timings: dict[str, float] = {}
+        self.scale = float(getattr(clock, "time_scale", 1.0))
+        # uBridge's delay filter holds each frame for the delay in the link's one forwarding thread, so a
+        # link with delay d passes one frame per d (10 ms: about 150 kB/s): a constant latency on every link
+        # would be a slow link, not a far one. The links' own latency is kept only with gns3_link_delay.
+        self.own_delay = truthy(self.options.get("gns3_link_delay", False))
+        self.ends: dict[str, dict[str, int]] = {}  # topology link name -> {node: adapter number}
+        self.addresses: dict[str, str] = {}  # FL host -> its IPv4 address
+        self.reserve: set[str] = set()  # switch links suspended to keep the switches loop-free
+        self.down: set[str] = set()  # links the conditions take down
+        self.shaped: dict[str, float] = {}  # link -> the rate (Mbit/s, scaled) set by tc
+        self.processes: list[subprocess.Popen] = []  # node programs started in the containers
+        self._pids: dict[str, int] = {}  # host -> its container's first process, while it runs
+        self._record_file: Path | None = None
 
     # -- settings and connection --------------------------------------------------------------
     def _settings(self, topology: Topology) -> None:
@@ -241,7 +277,8 @@ class GNS3Network:
 
     def _call(self, method: str, path: str, what: str, **kwargs):
         try:
-            return self.connector.http_call(method, f"{self.connector.base_url}{path}", **kwargs).json()
+            response = self.connector.http_call(method, f"{self.connector.base_url}{path}", **kwargs)
+            return response.json() if response.content else None  # file writes answer 201 with no body
         except Exception as exc:
             raise FlopynetError(f"GNS3 server {self.url}: {what}: {_reason(exc)}") from None
 
@@ -250,53 +287,72 @@ class GNS3Network:
 
     def _resolve_templates(self, needed: set[str]) -> dict[str, dict]:
         """Template name -> the server's template, for the roles the topology needs; a name the server
-        lacks is an error that lists the templates it has."""
+        lacks is an error that lists the templates it has ("flopynet-node" is made when missing)."""
         available = self.server_templates()
         names = {self.templates[role] for role in needed}
         if None in names:
             missing = sorted(role for role in needed if self.templates[role] is None)
             raise FlopynetError(f"no GNS3 template mapped for {', '.join(missing)} (gns3_template: {{role: name}})")
-        unknown = sorted(n for n in names if n not in available)
+        unknown = sorted(n for n in names if n not in available and n != NODE_TEMPLATE)
         if unknown:
             roles = sorted(role for role in needed if self.templates[role] in unknown)
             raise FlopynetError(f"GNS3 server {self.url} has no template {', '.join(map(repr, unknown))} "
-                                f"(mapped for {', '.join(roles)}); its templates: {', '.join(sorted(available))}")
+                                f"(mapped for {', '.join(roles)}); its templates: {', '.join(sorted({t['name'] for t in available.values()}))}")
+        if NODE_TEMPLATE in names:
+            available[NODE_TEMPLATE] = self._node_template(available)
         return {n: available[n] for n in names}
+
+    def _node_template(self, available: dict[str, dict]) -> dict:
+        """The server's Docker template of the FL node image this package builds (named after the image's
+        content, so a rebuilt image gets its own); made when missing. A local server needs the image here."""
+        tag = os.environ.get(IMAGE_ENV) or node_image.image_tag()  # an image of one's own, else this package's
+        ours = tag.startswith(node_image.REPOSITORY + ":")
+        name = f"{NODE_TEMPLATE}-{tag.split(':', 1)[1] if ours else re.sub(r'[^A-Za-z0-9_.-]+', '-', tag)}"
+        if name in available:
+            return available[name]
+        if self._local():
+            reason = docker_nodes.unavailable() or node_image.docker_unavailable()
+            if reason:
+                raise UnavailableError(reason)
+            if not node_image.image_exists(tag):
+                raise UnavailableError(f"the FL node image {tag} is not built on this host: run `flopynet gns3 image` "
+                                       "(`flopynet gns3 check` lists what a GNS3 host needs)")
+        return self._call("post", "/templates", f"creating the Docker template {name}", json_data={
+            "name": name, "template_type": "docker", "image": tag, "adapters": 1, "start_command": NODE_START,
+            "console_type": "none", "compute_id": self.compute_id, "extra_volumes": [NODE_FOLDER], "category": "guest",
+            "symbol": ":/symbols/docker_guest.svg"})
+
+    def _local(self) -> bool:
+        host = re.sub(r"^\w+://", "", self.url).split("/")[0].rsplit(":", 1)[0].strip("[]")
+        return host in ("127.0.0.1", "localhost", "::1")
 
     # -- Backend protocol ---------------------------------------------------------------------
     def unsupported(self, features: frozenset[str]) -> str | None:
         """Why conditions with these features cannot run on GNS3 (a skip reason), or None."""
-        if "bandwidth_mbps" in features:
-            return self._no_bandwidth()
         if "background" in features:
             return self._no_background()
         return None
-
-    @staticmethod
-    def _no_bandwidth() -> str:
-        return ("the gns3 backend cannot limit bandwidth: GNS3 link filters offer delay, packet_loss, corrupt, "
-                "frequency_drop and bpf only")
 
     @staticmethod
     def _no_background() -> str:
         return "the gns3 backend cannot run background floods: they need traffic generators inside running nodes"
 
     def build(self, topology: Topology) -> None:
-        """Make the project (`create`) and start its nodes (`start`), ready for FL traffic. Where the
-        server cannot start them, an UnavailableError carries its reason; where it can, one says that
-        moving FL traffic between GNS3 nodes is not part of this version yet. Either way the project
-        is deleted (unless gns3_keep) and the run skips before its first round."""
+        """Make the project (`create`), give the FL nodes their addresses, start every node, cap the links
+        at their bandwidth, and wait until every host reaches the server: ready for FL traffic. What the
+        server cannot do is an UnavailableError with its reason, and the project is deleted again."""
         self.create(topology)
         try:
+            t0 = time.perf_counter()
+            self._address()
             self.start()
-            raise UnavailableError(self._no_traffic())
+            self._bridge_switches()
+            self._wait_for_routes()
+            self._reconcile_rates()
+            self.timings["start_s"] = time.perf_counter() - t0
         except BaseException:
             self.teardown()
             raise
-
-    def _no_traffic(self) -> str:
-        return (f"the gns3 backend started the nodes of {self.project_name}, but moving FL traffic between GNS3 nodes "
-                "(the FL node program inside the templates) is not part of this version yet")
 
     def create(self, topology: Topology) -> None:
         """Make the project, stopped: nodes, links, and each link's own filters (see the module
@@ -310,7 +366,8 @@ class GNS3Network:
                 self._import(topology)
             else:
                 self._create(topology)
-            self._sync(compose(topology, []))
+            self._record()
+            self._sync(self._states())
             self.timings["create_s"] = time.perf_counter() - t0
         except BaseException:
             self.teardown()
@@ -354,6 +411,7 @@ class GNS3Network:
             for end in (a, b):
                 adapter, port = free[end].pop(0)
                 ends.append({"node_id": self.nodes[end]["node_id"], "adapter_number": adapter, "port_number": port})
+                self.ends.setdefault(lname, {})[end] = adapter
             link = Link(project_id=self.project.project_id, connector=self.connector, nodes=ends)
             _gns3(link.create, f"{self.url}: linking {a} and {b}")
             self.link_ids[lname] = link.link_id
@@ -403,16 +461,34 @@ class GNS3Network:
         links = self._call("get", f"/projects/{project_id}/links", "listing the imported links")
         for link in links:
             a, b = (by_id[end["node_id"]] for end in link["nodes"])
-            if topology.graph.has_edge(a, b):
-                self.link_ids.setdefault(topology.link(a, b).name, link["link_id"])
+            if topology.graph.has_edge(a, b) and topology.link(a, b).name not in self.link_ids:
+                self.link_ids[topology.link(a, b).name] = link["link_id"]
+                self.ends[topology.link(a, b).name] = {by_id[end["node_id"]]: end["adapter_number"] for end in link["nodes"]}
         missing = sorted(set(topology.links) - set(self.link_ids))
         if missing:
             raise FlopynetError(f"{topology.source}: the imported project lacks links {', '.join(missing)}")
 
+    def _states(self) -> dict[str, LinkFilterState]:
+        """What every link should be now: the conditions composed, and the switch links outside a spanning
+        tree of the links that are up suspended (layer-2 switches without STP must not form a loop). The
+        tree keeps the links it had where it can, so a failure moves as little traffic as possible."""
+        states = compose(self.topology, self._conditions.values(), self.scale, own_delay=self.own_delay)
+        self.down = {name for name, state in states.items() if state.suspend}
+        switches = set(self.topology.switches)
+        trunks = nx.Graph()
+        for name, link in self.topology.links.items():
+            if link.a in switches and link.b in switches and name not in self.down:
+                trunks.add_edge(link.a, link.b, name=name, weight=1 if name in self.reserve else 0)
+        tree = {d["name"] for _, _, d in nx.minimum_spanning_edges(trunks, data=True)}
+        self.reserve = {d["name"] for _, _, d in trunks.edges(data=True)} - tree
+        return {name: LinkFilterState(state.filters, True) if name in self.reserve else state
+                for name, state in states.items()}
+
     def _sync(self, states: dict[str, LinkFilterState]) -> None:
-        """Put on the server every link whose filters or suspension differ from what it has."""
+        """Put on the server every link whose filters or suspension differ from what it has; links that
+        lose their suspension go last, so a replacement path never closes a loop while the old is up."""
         pid = self.project.project_id
-        for name, state in states.items():
+        for name, state in sorted(states.items(), key=lambda kv: not kv[1].suspend):
             if self.applied.get(name) == state:
                 continue
             if state.filters and not self._filterable(name):
@@ -432,46 +508,62 @@ class GNS3Network:
 
     def apply(self, condition: Condition) -> int:
         check_names(self.topology, condition)
-        hosts_down = condition.hosts_down
-        if condition.bandwidth_mbps is not None:
-            raise UnavailableError(self._no_bandwidth())
         if condition.background:
             raise UnavailableError(self._no_background())
+        if condition.bandwidth_mbps is not None:
+            for name in condition.links:
+                if self._docker_end(name) is None:
+                    raise UnavailableError(f"the gns3 backend cannot limit the bandwidth of link {name}: neither end is "
+                                           "a Docker node, whose network namespace tc can shape (GNS3 filters have no rate)")
         handle, self._next_handle = self._next_handle, self._next_handle + 1
         self._conditions[handle] = condition
         try:
-            self._sync(compose(self.topology, self._conditions.values()))
+            if condition.hosts_down and self._started:
+                for host in condition.hosts_down:
+                    self._node_call(host, "stop")
+                self._stopped_hosts[handle] = condition.hosts_down
+            self._sync(self._states())
+            self._reconcile_rates()
         except BaseException:
             del self._conditions[handle]
             raise
-        if hosts_down and self._started:
-            for host in hosts_down:
-                self._call("post", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}/stop",
-                           f"stopping {host}")
-            self._stopped_hosts[handle] = hosts_down
         return handle
 
     def revert(self, handle: int) -> None:
         del self._conditions[handle]
-        self._sync(compose(self.topology, self._conditions.values()))
+        self._sync(self._states())
+        still = {h for hosts in (c.hosts_down for k, c in self._conditions.items()) for h in hosts}
         for host in self._stopped_hosts.pop(handle, ()):
-            self._call("post", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}/start",
-                       f"starting {host}")
+            if host not in still:
+                self._node_call(host, "start")
+        self._reconcile_rates()
+
+    def _node_call(self, host: str, action: str) -> None:
+        """Stop or start one node; a started Docker node gets its rates back (its namespace is new)."""
+        self._call("post", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}/{action}",
+                   f"{'stopping' if action == 'stop' else 'starting'} {host}")
+        self._pids.pop(host, None)
+        self.shaped = {name: rate for name, rate in self.shaped.items() if host not in self.ends.get(name, {})}
 
     def reachable(self, src: str) -> set[str]:
+        """Hosts src reaches: the topology without its failed links (suspended reserves come back when needed)
+        and without stopped hosts."""
+        stopped = {h for c in self._conditions.values() for h in c.hosts_down}
         up = nx.Graph()
-        up.add_nodes_from(self.topology.graph)
+        up.add_nodes_from(n for n in self.topology.graph if n not in stopped or n == src)
         up.add_edges_from((link.a, link.b) for name, link in self.topology.links.items()
-                          if not self.applied.get(name, LinkFilterState({}, False)).suspend)
+                          if name not in self.down and link.a in up and link.b in up)
         return nx.node_connected_component(up, src)
 
     def stats(self) -> NetworkStats:
-        """The links as the backend set them (GNS3 reports no utilisation: 0 here)."""
+        """The links as the backend set them (GNS3 reports no utilisation: 0 here); latency in scenario ms."""
         per_link = {}
+        rates = link_states(self.topology, self._conditions.values())
         for name, link in self.topology.links.items():
             state = self.applied.get(name, LinkFilterState({}, False))
-            per_link[name] = {"latency_ms": float(state.filters.get("delay", [0])[0]), "bandwidth_mbps": link.bw_mbps,
-                              "loss": state.filters.get("packet_loss", [0])[0] / 100.0, "up": not state.suspend,
+            per_link[name] = {"latency_ms": float(state.filters.get("delay", [0])[0]) * self.scale,
+                              "bandwidth_mbps": rates[name].bw_mbps,
+                              "loss": state.filters.get("packet_loss", [0])[0] / 100.0, "up": name not in self.down,
                               "utilization": 0.0}
         return NetworkStats.of(per_link)
 
@@ -486,10 +578,122 @@ class GNS3Network:
                                    f"{_reason(exc)}") from None
         self._started = True
 
+    # -- FL nodes: addresses, rates, processes ------------------------------------------------------
+    def _fl_hosts(self) -> list[str]:
+        return sorted(self.topology.hosts)
+
+    def _address(self) -> None:
+        """Each host's first interface gets 10.0.0.0/16 addresses in topology order, written as its
+        /etc/network/interfaces (GNS3's Docker nodes bring it up with ifup at start)."""
+        for k, host in enumerate(self._fl_hosts()):
+            if self.nodes[host].get("node_type") != "docker":
+                continue
+            self.addresses[host] = ip = f"10.0.{k // 250}.{k % 250 + 1}"
+            config = f"auto eth0\niface eth0 inet static\n\taddress {ip}\n\tnetmask 255.255.0.0\n"
+            self._call("post", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}/files/"
+                               "etc/network/interfaces", f"writing the address of {host}", data=config)
+
+    def _bridge_switches(self, timeout: float = 30.0) -> None:
+        """A switch that is a Docker node bridges all its interfaces (Linux's bridge, as GNS3's Open vSwitch
+        appliance would with OVS): links on both sides of it can then filter and be shaped."""
+        for switch in self.topology.switches:
+            if self.nodes[switch].get("node_type") != "docker":
+                continue
+            pid = self._pid(switch)
+            devices = [f"eth{a}" for ends in self.ends.values() for node, a in ends.items() if node == switch]
+            deadline = time.monotonic() + timeout
+            while any(docker_nodes.net(pid, "ip", "link", "show", d, check=False).returncode for d in devices):
+                if time.monotonic() > deadline:
+                    raise FlopynetError(f"GNS3 switch {switch}: its interfaces {', '.join(devices)} did not appear")
+                time.sleep(0.2)
+            docker_nodes.net(pid, "ip", "link", "add", "br0", "type", "bridge")
+            for d in devices:
+                docker_nodes.net(pid, "ip", "link", "set", d, "master", "br0")
+                docker_nodes.net(pid, "ip", "link", "set", d, "up")
+            docker_nodes.net(pid, "ip", "link", "set", "br0", "up")
+
+    def _pid(self, host: str) -> int:
+        if host not in self._pids:
+            node = self._call("get", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}",
+                              f"reading node {host}")
+            container = (node.get("properties") or {}).get("container_id")
+            if node.get("node_type") != "docker" or not container:
+                raise UnavailableError(f"GNS3 node {host} is a {node.get('node_type')} node: FL runs in Docker nodes of "
+                                       "the FL node image (map server and client to such a template, or leave the default)")
+            self._pids[host] = docker_nodes.container_pid(container)
+        return self._pids[host]
+
+    def _docker_end(self, link: str) -> tuple[str, int] | None:
+        """The end of the link whose network namespace tc can shape (a Docker node; a host's before a
+        switch's), and its adapter."""
+        ends = sorted(self.ends.get(link, {}).items(), key=lambda e: (e[0] not in self.topology.hosts, e[0]))
+        for node, adapter in ends:
+            if self.nodes.get(node, {}).get("node_type") == "docker":
+                return node, adapter
+        return None
+
+    def _reconcile_rates(self) -> None:
+        """Every link with a Docker end at its bandwidth now (scaled), set where it changed."""
+        if not self._started:
+            return
+        stopped = {h for c in self._conditions.values() for h in c.hosts_down}
+        for name, state in link_states(self.topology, self._conditions.values()).items():
+            end = self._docker_end(name)
+            rate = state.bw_mbps * self.scale
+            if end is None or end[0] in stopped or self.shaped.get(name) == rate:
+                continue
+            docker_nodes.shape(self._pid(end[0]), f"eth{end[1]}", rate)
+            self.shaped[name] = rate
+
+    def _wait_for_routes(self, timeout: float = 60.0) -> None:
+        """Every host answers the server's ping (its interface is up and the switches learnt the way)."""
+        server = self.topology.server
+        waiting = [h for h in self._fl_hosts() if h != server and h in self.addresses]
+        if server not in self.addresses:
+            return
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            waiting = [h for h in waiting if docker_nodes.net(
+                self._pid(h), "ping", "-n", "-c", "1", "-W", "1", self.addresses[server], check=False).returncode != 0]
+        if waiting:
+            raise FlopynetError(f"GNS3 project {self.project_name}: no route from {', '.join(waiting)} to {server} "
+                                f"after {timeout:g} s")
+
+    carries_node_traffic = True  # the node programs' TCP crosses the GNS3 links: it is the round's traffic
+
+    def address(self, host: str) -> str:
+        return self.addresses[host]
+
+    def node_argv(self, host: str, config: Path, state: str, args: list[str]) -> list[str]:
+        """The node program as the container runs it: its configuration copied into the node's volume
+        (data_dir does not exist there), its state file in that volume, so that it survives a restart."""
+        data = json.loads(Path(config).read_text())
+        data["data_dir"] = None
+        self._call("post", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}/files/"
+                           f"{NODE_FOLDER.strip('/')}/node.json", f"writing the node configuration of {host}",
+                   data=json.dumps(data))
+        return [node_image.PYTHON, "-m", "pytest_flopynet.fl.node", "--config", f"{NODE_FOLDER}/node.json", *args,
+                "--state", f"{NODE_FOLDER}/{state}"]
+
+    def spawn(self, host: str, argv: list[str], **kwargs) -> subprocess.Popen:
+        """argv inside the host's container (its own process group here: a kill reaches it); stopping
+        the node ends it too."""
+        proc = subprocess.Popen(docker_nodes.enter(self._pid(host), argv), start_new_session=True, **kwargs)
+        self.processes = [p for p in self.processes if p.poll() is None] + [proc]
+        return proc
+
+    def limit_cpu(self, host: str, factor: float):
+        """resource_constraint: the host's container gets 1/factor of a CPU (docker update --cpus) until undone."""
+        node = self._call("get", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}",
+                          f"reading node {host}")
+        container = node["properties"]["container_id"]
+        docker_nodes.set_cpus(container, 1.0 / factor)
+        return lambda: docker_nodes.set_cpus(container, 0)
+
     def transfer(self, flows: list[Flow], deadline: float = math.inf) -> list[float | None]:
-        """FL traffic needs the nodes running the FL node program; flows are never simulated here."""
-        self.start()
-        raise UnavailableError(self._no_traffic())
+        """Flows are never simulated here: FL traffic is the node programs' own (the nodes executor)."""
+        raise UnavailableError("the gns3 backend moves FL traffic only as the node programs inside its Docker nodes "
+                               "(the nodes executor)")
 
     def read_links(self) -> dict[str, dict]:
         """Each topology link as the server has it now: {'filters': ..., 'suspend': ...}."""
@@ -498,8 +702,20 @@ class GNS3Network:
         return {name: {"filters": by_id[lid]["filters"], "suspend": by_id[lid]["suspend"]}
                 for name, lid in self.link_ids.items()}
 
+    # -- records and teardown ------------------------------------------------------------------
+    def _record(self) -> None:
+        """This run's project, for `flopynet cleanup` after a crash (the owner's PID and start time)."""
+        folder = records_dir()
+        self._record_file = folder / f"{self.project.project_id}.json"
+        self._record_file.write_text(json.dumps({
+            "owner": os.getpid(), "owner_identity": identity(os.getpid()), "url": self.url,
+            "project_id": self.project.project_id, "project_name": self.project_name}))
+
     def teardown(self) -> None:
-        """Stop the nodes and delete the project (unless gns3_keep); safe to call twice."""
+        """End the node programs, stop the nodes and delete the project (unless gns3_keep); safe to call twice."""
+        for proc in self.processes:
+            stop_group(proc, timeout=2)
+        self.processes = []
         if self.project is None or self.project.project_id is None:
             return
         base, pid = self.connector.base_url, self.project.project_id
@@ -516,7 +732,55 @@ class GNS3Network:
                 self.connector.http_call("delete", f"{base}/projects/{pid}")
             except Exception as exc:
                 warnings.warn(f"GNS3 server {self.url}: deleting project {self.project_name}: {_reason(exc)}")
+        if self._record_file is not None:
+            self._record_file.unlink(missing_ok=True)
         self.project = None
+
+
+def records_dir() -> Path:
+    """The GNS3 projects of running (or crashed) runs, beside the netns labs' records."""
+    folder = state_dir() / "gns3"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
+def leftovers() -> list[str]:
+    """Records of GNS3 projects whose run is gone (their projects may still be on the server)."""
+    folder = STATE_DIR / "gns3"
+    return [f"GNS3 project record {p}" for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def cleanup() -> list[str]:
+    """Delete the projects of dead runs from their servers (GNS3 removes their containers with them), then
+    their records. Projects of live runs are left alone."""
+    removed = []
+    for path in sorted(records_dir().glob("*.json")):
+        try:
+            state = json.loads(path.read_text())
+            owner, url, project_id = int(state["owner"]), str(state["url"]), str(state["project_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _alive(owner) and (state.get("owner_identity") is None or _same(owner, state["owner_identity"])):
+            continue
+        if not re.fullmatch(r"[0-9a-f-]{36}", project_id):
+            warnings.warn(f"ignoring GNS3 record {path}: {project_id[:60]!r} is not a project id")
+            continue
+        user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
+        request = urllib.request.Request(f"{url}/v2/projects/{project_id}", method="DELETE")
+        if user:
+            import base64
+            request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+        try:
+            urllib.request.urlopen(request, timeout=30).close()
+            removed.append(f"GNS3 project {state.get('project_name', project_id)} on {url}")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                warnings.warn(f"GNS3 server {url}: deleting project {project_id}: {exc.code}")
+                continue
+        except OSError:
+            pass  # the server is gone, and its projects with it (or it is elsewhere now): forget the record
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def _reason(exc: BaseException) -> str:
@@ -600,7 +864,7 @@ class LocalGNS3Server:
         self.process = subprocess.Popen([str(binary), "--config", str(config), "--local", "--quiet",
                                          "--log", str(self.home / "server.log")],
                                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        start_new_session=True)
+                                        start_new_session=True, cwd=self.home)  # Dynamips writes its logs there
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:

@@ -2,8 +2,8 @@
 its own virtual environment; `python -m pytest_flopynet.network.gns3 --setup-server` makes it).
 
 Everything is read back through the server's own REST API, never from the backend's memory. Expected
-values are worked out here from the scenario's numbers. Starting nodes needs a full GNS3 (VPCS >= 0.6.1,
-uBridge, Dynamips or Qemu images); here it is skipped with the server's reason.
+values are worked out here from the scenario's numbers. These tests build projects of VPCS hosts (no
+image); FL in Docker nodes, with its traffic and the events read back inside them, is test_gns3_fl.py.
 """
 from __future__ import annotations
 
@@ -87,15 +87,11 @@ def api(gns3_url):
 
 @pytest.fixture(scope="session")
 def switch_template(api):
-    """A switch template this server can create: GNS3's built-in Ethernet switch where Dynamips is
-    installed, else a Qemu template (created here; a Qemu node is created without any image)."""
-    refused = api.scratch_node("Ethernet switch")
-    if refused.ok:
-        return "Ethernet switch"
+    """A switch template whose links can filter: a Qemu template (created here; a Qemu node is created
+    without any image). GNS3's built-in Ethernet switch cannot filter a link between two of them."""
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
-        pytest.skip(f"no switch template: 'Ethernet switch' is refused ({refused.json()['message']}) and "
-                    "qemu-system-x86_64 is not installed for a Qemu one")
+        pytest.skip("no switch template: qemu-system-x86_64 is not installed for a Qemu one")
     if SWITCH_TEMPLATE not in {t["name"] for t in api.get("/templates")}:
         r = api.post("/templates", {"name": SWITCH_TEMPLATE, "template_type": "qemu", "compute_id": "local",
                                     "qemu_path": "qemu-system-x86_64", "adapters": 4, "ram": 128, "category": "switch"})
@@ -108,6 +104,12 @@ def seed():
     return load_scenario(SEED)
 
 
+def vpcs(switch_template: str) -> str:
+    """VPCS hosts (no image needed): what the tests of filters and project building map, so that they need
+    neither Docker nor the FL node image (tests/backends/test_gns3_fl.py runs FL in Docker nodes)."""
+    return f"server=VPCS,client=VPCS,switch={switch_template}"
+
+
 def make(gns3_url, **options):
     return make_backend("gns3", VirtualClock(), None, worker="gw1",
                         options={"gns3_url": gns3_url, **options})
@@ -117,7 +119,7 @@ def make(gns3_url, **options):
 def built(gns3_url, switch_template, seed, api):
     """The seed's network_instability topology built on the server; torn down after the test."""
     topology = build_topology(seed)
-    backend = make(gns3_url, gns3_templates=f"switch={switch_template}")
+    backend = make(gns3_url, gns3_templates=vpcs(switch_template), gns3_link_delay="1")
     t0 = time.perf_counter()
     backend.create(topology)
     print(f"\n[gns3] network_instability built in {time.perf_counter() - t0:.2f} s "
@@ -165,8 +167,15 @@ def test_the_seed_topology_is_built_and_the_project_is_gone_after_teardown(built
 
     links = links_by_ends(api, pid)
     assert set(links) == expected_links
-    # every link carries the scenario's own 20 ms as a delay filter, no jitter, no loss, not suspended
-    assert {(str(link["filters"]), link["suspend"]) for link in links.values()} == {("{'delay': [20, 0]}", False)}
+    # every link carries the scenario's own 20 ms as a delay filter (gns3_link_delay), no jitter, no loss
+    assert {str(link["filters"]) for link in links.values()} == {"{'delay': [20, 0]}"}
+    # the switches' 6 links form cycles: 3 stay suspended (a spanning tree of 4 switches has 3 links), the
+    # switches stay connected, and no host link is suspended
+    held = {frozenset((topology.links[n].a, topology.links[n].b)) for n in backend.reserve}
+    assert {e for e, link in links.items() if link["suspend"]} == held and len(held) == 3
+    import networkx as nx
+    trunks = nx.Graph([tuple(e) for e in expected_links if e <= set(switches) and e not in held])
+    assert nx.is_tree(trunks) and set(trunks) == set(switches)
     # no port is used twice
     ends = [(e["node_id"], e["adapter_number"], e["port_number"]) for link in links.values() for e in link["nodes"]]
     assert len(ends) == len(set(ends)) == 28
@@ -232,23 +241,22 @@ def test_latency_and_loss_events_set_the_filters_at_their_times_and_restore_them
                            for n in topology.links}, t
 
 
-def test_a_partition_suspends_the_clients_links_and_bandwidth_limits_are_unavailable(built, api, seed):
+def test_a_partition_suspends_the_clients_links_and_bandwidth_needs_a_docker_end(built, api, seed):
     backend, topology = built
     partition = next((i, e) for i, e in enumerate(seed.events) if e.event_type == EventType.NETWORK_PARTITION)
     bandwidth = next((i, e) for i, e in enumerate(seed.events) if e.event_type == EventType.NETWORK_BANDWIDTH_LIMIT)
-    from pytest_flopynet.session import unsupported_events
-    assert "bandwidth" in unsupported_events(backend, seed.events)
     # client_1 on s2, client_2 on s3; 90 s from 1200 s
     cut = {"client_1-s2", "client_2-s3"}
     ctx, seen = drive(backend, topology, [partition], seed_value=7, checkpoints=[1199, 1200, 1289.9, 1290],
-                      read=lambda: ({n for n, link in server_links(api, backend, topology).items() if link["suspend"]},
+                      read=lambda: ({n for n, link in server_links(api, backend, topology).items()
+                                     if link["suspend"]} - backend.reserve,
                                     "client_1" in backend.reachable("fl_server")))
     for t, down in ((1199, set()), (1200, cut), (1289.9, cut), (1290, set())):
         assert seen[t] == (down, not down), t
 
     from pytest_flopynet.engine.events import HANDLERS
     before = server_links(api, backend, topology)
-    with pytest.raises(UnavailableError, match="cannot limit bandwidth"):
+    with pytest.raises(UnavailableError, match="cannot limit the bandwidth of link fl_server-s1: neither end is a Docker node"):
         HANDLERS[bandwidth[1].event_type](bandwidth[1], ctx, bandwidth[0])
     assert server_links(api, backend, topology) == before
 
@@ -277,56 +285,8 @@ def test_overlapping_conditions_compose_and_each_revert_removes_its_part(built, 
     assert others == {n: {"delay": [20, 0]} for n in others}
 
 
-def test_starting_the_nodes_is_skipped_here_with_the_servers_reason(built, api):
-    backend, topology = built
-    pid = backend.project.project_id
-    try:
-        backend.start()
-    except UnavailableError as exc:
-        message = str(exc)
-    else:  # a full GNS3: the nodes run
-        assert {n["status"] for n in api.get(f"/projects/{pid}/nodes")} == {"started"}
-        return
-    # the reason is the server's own: what it answers when asked to start each node of the project
-    reasons = set()
-    for node in api.get(f"/projects/{pid}/nodes"):
-        r = api.post(f"/projects/{pid}/nodes/{node['node_id']}/start")
-        if not r.ok:
-            reasons.add(f"{r.status_code}: {r.json()['message']}")
-    assert message.startswith(f"GNS3 server {backend.url} could not start the nodes of {backend.project_name}: ")
-    assert reasons and any(message.endswith(reason) for reason in reasons), (message, reasons)
-    pytest.skip(message)
-
-
-def not_runnable(message: str, url: str, scenario: str) -> bool:
-    """The skip reason of a run on GNS3 here (the nodes do not start), or on a full GNS3 (they do,
-    and FL traffic between them is not part of this version)."""
-    prefix = rf"GNS3 server {re.escape(url)} could not start the nodes of flopynet-\w+-{scenario}-[0-9a-f]{{6}}: \d{{3}}: "
-    return bool(re.match(prefix, message)) or "is not part of this version yet" in message
-
-
-def test_a_run_builds_then_skips_with_the_reason_and_leaves_no_project(gns3_url, api, switch_template, seed):
-    before = api.project_ids()
-    with pytest.raises(UnavailableError) as info:
-        make(gns3_url, gns3_templates=f"switch={switch_template}").build(build_topology(seed))
-    assert not_runnable(str(info.value), gns3_url, "network_instability"), str(info.value)
-    assert api.project_ids() == before
-
-
 SMALL = ("name: g\nfl_config: {model_architecture: logreg, total_rounds: 1, clients_per_round: 2, "
          "client_data_sizes: [50, 50]}\nnetwork_config: {topology_type: star, node_count: 3}\n")
-
-
-def test_a_scenario_on_gns3_is_reported_as_skipped_with_the_reason(pytester, gns3_url, api, switch_template):
-    pytester.makeini("[pytest]\naddopts = --strict-markers -p no:cacheprovider\n")
-    (pytester.path / "g.scenario.yaml").write_text(SMALL)
-    before = api.project_ids()
-    result = pytester.runpytest_subprocess("-rs", "--flopynet-backend", "gns3", "--flopynet-gns3-url", gns3_url,
-                                           "--flopynet-gns3-templates", f"switch={switch_template}")
-    result.assert_outcomes(skipped=1)
-    (line,) = [line for line in result.stdout.lines if line.startswith("SKIPPED")]
-    assert not_runnable(line.split(": ", 1)[1], gns3_url, "g"), line
-    assert api.project_ids() == before
 
 
 # -- errors -------------------------------------------------------------------------------------------
@@ -349,7 +309,7 @@ def test_a_switch_template_the_server_refuses_is_a_skip_with_its_reason(gns3_url
         pytest.skip("this GNS3 server creates Ethernet switches (it has Dynamips)")
     before = api.project_ids()
     with pytest.raises(UnavailableError) as info:
-        make(gns3_url).build(build_topology(seed))
+        make(gns3_url, gns3_templates="server=VPCS,client=VPCS,switch=Ethernet switch").build(build_topology(seed))
     assert str(info.value).startswith(f"GNS3 server {gns3_url} cannot create switch s1 from template 'Ethernet switch': "
                                       f"409: {refused.json()['message']}")
     assert api.project_ids() == before  # the half-built project was deleted
@@ -396,7 +356,7 @@ def test_credentials_come_from_the_environment_and_never_show(monkeypatch, seed)
             make(server.url).create(topology)
         assert "from FLOPYNET_GNS3_USER/FLOPYNET_GNS3_PASSWORD" in str(info.value) and password not in str(info.value)
         monkeypatch.setenv("FLOPYNET_GNS3_PASSWORD", password)
-        backend = make(server.url, gns3_templates="switch=No Such Switch")
+        backend = make(server.url, gns3_templates="server=VPCS,client=VPCS,switch=No Such Switch")
         with pytest.raises(FlopynetError, match="no template 'No Such Switch'") as info:
             backend.create(topology)  # authenticated: it got as far as the server's template list
         assert password not in str(info.value) and password not in repr(backend.__dict__.get("options"))
@@ -405,7 +365,7 @@ def test_credentials_come_from_the_environment_and_never_show(monkeypatch, seed)
 
 
 def test_gns3_keep_leaves_the_project_for_debugging(gns3_url, api, switch_template, tiny_config):
-    backend = make(gns3_url, gns3_templates=f"switch={switch_template}", gns3_keep="true")
+    backend = make(gns3_url, gns3_templates=vpcs(switch_template), gns3_keep="true")
     backend.create(build_topology(tiny_config()))
     pid = backend.project.project_id
     with pytest.warns(UserWarning, match=f"GNS3 project flopynet-gw1-tiny-[0-9a-f]{{6}} .{pid}. kept on {gns3_url}"):
@@ -435,7 +395,7 @@ def test_filters_take_whole_numbers_and_rounding_is_said(seed):
 def test_a_controller_node_joins_the_first_switch(gns3_url, api, switch_template, tiny_config):
     config = tiny_config(net={"topology_type": "star", "node_count": 4, "switch_count": 2})
     topology = build_topology(config)
-    backend = make(gns3_url, gns3_templates=f"switch={switch_template},controller=VPCS")
+    backend = make(gns3_url, gns3_templates=vpcs(switch_template) + ",controller=VPCS")
     backend.create(topology)
     try:
         pid = backend.project.project_id
@@ -468,7 +428,7 @@ def test_a_gns3_project_file_is_imported_as_the_project(gns3_url, api, tiny_conf
     topology = build_topology(config, base_dir=tmp_path)
     assert sorted(topology.hosts) == ["client_1", "fl_server"] and len(topology.links) == 1
     (name,) = topology.links
-    backend = make(gns3_url)
+    backend = make(gns3_url, gns3_link_delay="1")
     backend.create(topology)
     try:
         imported = backend.project.project_id
