@@ -303,12 +303,14 @@ class Orchestrator:
         due meanwhile fire here."""
         clock, scale = self.clock, float(getattr(self.clock, "time_scale", 1.0))
         tampers = {c: list(self.cluster.clients[c].tampers) for c in selected}
+        tasks = self._tasks(selected, {}, tampers)
+        for c in selected:  # the device profile: a node trains at least as long as its device would (scaled)
+            tasks[c]["device_seconds"] = self.cluster.device_seconds(c) / scale
 
         def waiting() -> float:  # events and samples due now, mid-round included
             clock.advance_to(clock.now())
             return max(0.0, (clock.scheduler.next_time() - clock.now()) / scale)
-        done = self.nodes.round(rnd, selected, max(0.0, (deadline - start) / scale), self._tasks(selected, {}, tampers),
-                                waiting)
+        done = self.nodes.round(rnd, selected, max(0.0, (deadline - start) / scale), tasks, waiting)
         now = clock.now()
         if now >= end and len(done["participants"]) < len(selected):
             return False

@@ -122,6 +122,12 @@ class FLCluster:
         work = c.samples * self.config.fl_config.local_epochs * self.flops_per_sample
         return work / c.flops_per_second * float(np.prod(c.slowdowns))
 
+    def device_seconds(self, name: str) -> float:
+        """Scenario seconds the client's device (client_compute_gflops) needs for its local epochs, without
+        resource_constraint slowdowns: what a node process's training lasts at least (the nodes executor)."""
+        c = self.clients[name]
+        return c.samples * self.config.fl_config.local_epochs * self.flops_per_sample / c.flops_per_second
+
     @property
     def keeps_partial_work(self) -> bool:
         """FedProx aggregates what a straggler managed before the deadline (Li et al. 2020); the other

@@ -16,7 +16,7 @@ from it; a client keeps its last received model the same way, and reconnects whe
 
 Wire format, little-endian: a frame is b"FN", version (u8), kind (u8), payload length (u32), payload.
 HELLO: the client's name (UTF-8). MODEL: round (u32), task length (u32), the task (JSON: the
-client's attacks in force and share of its local steps), then the flat float32 parameters. UPDATE:
+client's attacks in force, share of its local steps and device seconds), then the flat float32 parameters. UPDATE:
 round (u32), samples (u32), local steps (u32), train loss (f64), training seconds (f64), then float32
 parameters. DONE: empty.
 """
@@ -398,6 +398,8 @@ def run_client(node: NodeConfig, name: str, server: tuple[str, int], connect_tim
                 (update,) = cluster.train([name], msg["round"], work, tampers)
                 if task.get("slowdown", 1) > 1:  # a CPU limit where the kernel has no quota: train as slowly
                     time.sleep((task["slowdown"] - 1) * (time.monotonic() - began))
+                # the scenario's device (client_compute_gflops): a host faster than it waits out the rest
+                time.sleep(max(0.0, float(task.get("device_seconds") or 0.0) - (time.monotonic() - began)))
                 sock.sendall(encode_update(msg["round"], update.num_samples, update.steps, update.train_loss,
                                            update.params, time.monotonic() - began))
         except (ConnectionBroken, OSError) as exc:

@@ -41,6 +41,7 @@ is recorded (state folder, gns3/), so `flopynet cleanup` deletes those of runs t
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import math
@@ -840,9 +841,16 @@ def setup_server() -> Path:
     return folder
 
 
+PORT_SLOTS = 40  # local servers at once: each gets its own console and UDP tunnel port ranges
+
+
 class LocalGNS3Server:
     """gns3-server on 127.0.0.1 at a free port, with no authentication and every path (projects,
-    images, configs, its HOME) under a temporary directory; `stop()` ends it and removes them."""
+    images, configs, its HOME) under a temporary directory; `stop()` ends it and removes them.
+
+    Two servers on one host (xdist workers) would both hand out consoles from port 5000 and uBridge UDP
+    tunnels from 10000, so one node's link would carry another server's packets: each server holds a
+    slot (a lock file) and takes its ranges from it."""
 
     def __init__(self, port: int | None = None, auth: tuple[str, str] | None = None):
         self.port = port or free_port()
@@ -850,15 +858,33 @@ class LocalGNS3Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
         self.home: Path | None = None
+        self._slot_file = None
+
+    def _take_slot(self) -> int:
+        folder = Path(tempfile.gettempdir()) / "flopynet-gns3-slots"
+        folder.mkdir(exist_ok=True)
+        for slot in range(PORT_SLOTS):
+            handle = open(folder / f"{slot}.lock", "w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            self._slot_file = handle  # held until stop(): the lock ends with this process too
+            return slot
+        raise RuntimeError(f"{PORT_SLOTS} local gns3-servers run already (slots in {folder})")
 
     def start(self, timeout: float = 60.0) -> LocalGNS3Server:
         binary = server_binary()
+        slot = self._take_slot()
         self.home = Path(tempfile.mkdtemp(prefix="flopynet-gns3-"))
         config = self.home / "gns3_server.conf"
         paths = {key: self.home / key for key in ("projects", "images", "configs", "appliances", "symbols")}
         lines = ["[Server]", "host = 127.0.0.1", f"port = {self.port}", "report_errors = False"]
         lines += [f"auth = True\nuser = {self.auth[0]}\npassword = {self.auth[1]}"] if self.auth else ["auth = False"]
         lines += [f"{key}_path = {path}" for key, path in paths.items()]
+        lines += [f"console_start_port_range = {20000 + slot * 500}", f"console_end_port_range = {20000 + slot * 500 + 499}",
+                  f"udp_start_port_range = {40000 + slot * 600}", f"udp_end_port_range = {40000 + slot * 600 + 599}"]
         config.write_text("\n".join(lines) + "\n")
         env = {**os.environ, "HOME": str(self.home)}
         self.process = subprocess.Popen([str(binary), "--config", str(config), "--local", "--quiet",
@@ -885,6 +911,9 @@ class LocalGNS3Server:
     def stop(self) -> None:
         stop_group(self.process, timeout=10)
         self.process = None
+        if self._slot_file is not None:
+            self._slot_file.close()
+            self._slot_file = None
         if self.home is not None:
             shutil.rmtree(self.home, ignore_errors=True)
             self.home = None

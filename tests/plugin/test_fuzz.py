@@ -29,19 +29,23 @@ def test_every_drawn_schedule_is_valid_for_its_scenario(schedule):
     assert all(e.trigger_time + e.duration <= CONFIG.duration_seconds for e in schedule)
 
 
+NO_DATABASE = settings(database=None)  # a saved example from another run is not shrunk again: find() starts fresh
+
+
 def test_schedules_shrink_towards_fewer_earlier_shorter_gentler_events():
     # the smallest schedule with two events: both of the first kind listed, at 0 s, for 1 s, and gentle
     two = find(event_schedules(CONFIG, event_types=["network_latency_increase", "network_partition"]),
-               lambda s: len(s) >= 2)
+               lambda s: len(s) >= 2, settings=NO_DATABASE)
     assert [(e.event_type, e.trigger_time, e.duration, e.parameters["latency_increase_ms"]) for e in two] == [
         ("network_latency_increase", 0.0, 1.0, 1)] * 2
     assert two[0].target == "client_1"  # the narrowest target: one client's links
     # a partition of at least 3 clients lasting 30 s or more shrinks to exactly that
     big = find(event_schedules(CONFIG, event_types=["network_partition"]),
-               lambda s: any(len(e.parameters["partitioned_clients"]) >= 3 and e.duration >= 30 for e in s))
+               lambda s: any(len(e.parameters["partitioned_clients"]) >= 3 and e.duration >= 30 for e in s),
+               settings=NO_DATABASE)
     assert len(big) == 1 and big[0].duration == 30.0 and len(big[0].parameters["partitioned_clients"]) == 3
     # bounds are honoured: trigger times inside the window the caller gives
-    late = find(event_schedules(CONFIG, start=100, end=120), lambda s: len(s) >= 1)
+    late = find(event_schedules(CONFIG, start=100, end=120), lambda s: len(s) >= 1, settings=NO_DATABASE)
     assert late[0].trigger_time == 100.0
 
 
