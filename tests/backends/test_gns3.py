@@ -304,13 +304,20 @@ def test_a_wrong_template_name_fails_with_the_servers_templates(gns3_url, api, s
 
 
 def test_a_switch_template_the_server_refuses_is_a_skip_with_its_reason(gns3_url, api, seed):
-    refused = api.scratch_node("Ethernet switch")
+    # a VirtualBox template: the server refuses its nodes where VirtualBox is missing (it has uBridge,
+    # Dynamips and Docker here, so their templates would be created)
+    name = "flopynet-test-virtualbox-switch"
+    if name not in {t["name"] for t in api.get("/templates")}:
+        r = api.post("/templates", {"name": name, "template_type": "virtualbox", "vmname": "flopynet-no-such-vm",
+                                    "adapters": 4, "compute_id": "local"})
+        assert r.status_code == 201, r.text
+    refused = api.scratch_node(name)
     if refused.ok:
-        pytest.skip("this GNS3 server creates Ethernet switches (it has Dynamips)")
+        pytest.skip("this GNS3 server creates VirtualBox nodes (VirtualBox is installed)")
     before = api.project_ids()
     with pytest.raises(UnavailableError) as info:
-        make(gns3_url, gns3_templates="server=VPCS,client=VPCS,switch=Ethernet switch").build(build_topology(seed))
-    assert str(info.value).startswith(f"GNS3 server {gns3_url} cannot create switch s1 from template 'Ethernet switch': "
+        make(gns3_url, gns3_templates=f"server=VPCS,client=VPCS,switch={name}").build(build_topology(seed))
+    assert str(info.value).startswith(f"GNS3 server {gns3_url} cannot create switch s1 from template '{name}': "
                                       f"409: {refused.json()['message']}")
     assert api.project_ids() == before  # the half-built project was deleted
 

@@ -129,7 +129,10 @@ def test_network_instability_ci_on_gns3_shows_its_events_in_the_round_times(serv
     for kind in ("network_latency_increase", "network_packet_loss"):
         assert max(r.end_time - r.start_time for r in during(kind)) >= usual + 10, (kind, durations)
     assert during("network_bandwidth_limit") and during("network_partition")
-    assert len(rounds) >= 14 and rounds[-1].accuracy >= 0.9
+    # sim runs all 15 rounds in its 22.5 minutes; on GNS3 the latency and loss rounds (and the partition's,
+    # where it hits a transfer) take longer, and 13-15 rounds fit (three CI-size runs here: 13, 14, 15)
+    assert len(rounds) >= 12 and [r.round for r in rounds] == list(range(1, len(rounds) + 1))
+    assert rounds[-1].accuracy >= 0.9
 
 
 # -- the events' effects, read back inside the nodes -----------------------------------------------
