@@ -41,6 +41,7 @@ is recorded (state folder, gns3/), so `flopynet cleanup` deletes those of runs t
 """
 from __future__ import annotations
 
+import base64
 import fcntl
 import io
 import json
@@ -58,6 +59,7 @@ import urllib.request
 import uuid
 import warnings
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -533,23 +535,28 @@ class GNS3Network:
     def revert(self, handle: int) -> None:
         del self._conditions[handle]
         self._sync(self._states())
-        still = {h for hosts in (c.hosts_down for k, c in self._conditions.items()) for h in hosts}
+        still = self._hosts_down()
         for host in self._stopped_hosts.pop(handle, ()):
             if host not in still:
                 self._node_call(host, "start")
         self._reconcile_rates()
 
+    def _hosts_down(self) -> set[str]:
+        """The hosts some condition in force stops."""
+        return {h for c in self._conditions.values() for h in c.hosts_down}
+
     def _node_call(self, host: str, action: str) -> None:
         """Stop or start one node; a started Docker node gets its rates back (its namespace is new)."""
-        self._call("post", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}/{action}",
-                   f"{'stopping' if action == 'stop' else 'starting'} {host}")
+        with starting_nodes():
+            self._call("post", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}/{action}",
+                       f"{'stopping' if action == 'stop' else 'starting'} {host}")
         self._pids.pop(host, None)
         self.shaped = {name: rate for name, rate in self.shaped.items() if host not in self.ends.get(name, {})}
 
     def reachable(self, src: str) -> set[str]:
         """Hosts src reaches: the topology without its failed links (suspended reserves come back when needed)
         and without stopped hosts."""
-        stopped = {h for c in self._conditions.values() for h in c.hosts_down}
+        stopped = self._hosts_down()
         up = nx.Graph()
         up.add_nodes_from(n for n in self.topology.graph if n not in stopped or n == src)
         up.add_edges_from((link.a, link.b) for name, link in self.topology.links.items()
@@ -573,7 +580,8 @@ class GNS3Network:
         if self._started:
             return
         try:
-            self.connector.http_call("post", f"{self.connector.base_url}/projects/{self.project.project_id}/nodes/start")
+            with starting_nodes():
+                self.connector.http_call("post", f"{self.connector.base_url}/projects/{self.project.project_id}/nodes/start")
         except Exception as exc:
             raise UnavailableError(f"GNS3 server {self.url} could not start the nodes of {self.project_name}: "
                                    f"{_reason(exc)}") from None
@@ -613,15 +621,20 @@ class GNS3Network:
                 docker_nodes.net(pid, "ip", "link", "set", d, "up")
             docker_nodes.net(pid, "ip", "link", "set", "br0", "up")
 
+    def _container(self, host: str) -> str:
+        """The Docker container of the host's node, as the server has it now."""
+        node = self._call("get", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}",
+                          f"reading node {host}")
+        container = (node.get("properties") or {}).get("container_id")
+        if node.get("node_type") != "docker" or not container:
+            raise UnavailableError(f"GNS3 node {host} is a {node.get('node_type')} node: FL runs in Docker nodes of "
+                                   "the FL node image (map server and client to such a template, or leave the default)")
+        return container
+
     def _pid(self, host: str) -> int:
+        """The host PID of the host's container (looked up again after the node restarts)."""
         if host not in self._pids:
-            node = self._call("get", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}",
-                              f"reading node {host}")
-            container = (node.get("properties") or {}).get("container_id")
-            if node.get("node_type") != "docker" or not container:
-                raise UnavailableError(f"GNS3 node {host} is a {node.get('node_type')} node: FL runs in Docker nodes of "
-                                       "the FL node image (map server and client to such a template, or leave the default)")
-            self._pids[host] = docker_nodes.container_pid(container)
+            self._pids[host] = docker_nodes.container_pid(self._container(host))
         return self._pids[host]
 
     def _docker_end(self, link: str) -> tuple[str, int] | None:
@@ -637,7 +650,7 @@ class GNS3Network:
         """Every link with a Docker end at its bandwidth now (scaled), set where it changed."""
         if not self._started:
             return
-        stopped = {h for c in self._conditions.values() for h in c.hosts_down}
+        stopped = self._hosts_down()
         for name, state in link_states(self.topology, self._conditions.values()).items():
             end = self._docker_end(name)
             rate = state.bw_mbps * self.scale
@@ -685,9 +698,7 @@ class GNS3Network:
 
     def limit_cpu(self, host: str, factor: float):
         """resource_constraint: the host's container gets 1/factor of a CPU (docker update --cpus) until undone."""
-        node = self._call("get", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}",
-                          f"reading node {host}")
-        container = node["properties"]["container_id"]
+        container = self._container(host)
         docker_nodes.set_cpus(container, 1.0 / factor)
         return lambda: docker_nodes.set_cpus(container, 0)
 
@@ -738,6 +749,16 @@ class GNS3Network:
         self.project = None
 
 
+@contextmanager
+def starting_nodes():
+    """One node start at a time from this host: GNS3 names a Docker node's host-side interface after the
+    first free tap-gns3-eN it sees, so two servers on one host (xdist workers' local servers) starting
+    nodes at once can pick the same name ("unable to open TAP device: Device or resource busy")."""
+    with open(Path(tempfile.gettempdir()) / "flopynet-gns3-start.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def records_dir() -> Path:
     """The GNS3 projects of running (or crashed) runs, beside the netns labs' records."""
     folder = state_dir() / "gns3"
@@ -769,7 +790,6 @@ def cleanup() -> list[str]:
         user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
         request = urllib.request.Request(f"{url}/v2/projects/{project_id}", method="DELETE")
         if user:
-            import base64
             request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
         try:
             urllib.request.urlopen(request, timeout=30).close()

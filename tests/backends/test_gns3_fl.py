@@ -138,7 +138,7 @@ def test_network_instability_ci_on_gns3_shows_its_events_in_the_round_times(serv
 # -- the events' effects, read back inside the nodes -----------------------------------------------
 @pytest.fixture(scope="module")
 def star(server, tiny_config):
-    """A started star: fl_server, client_1, client_2 on one switch (all Docker nodes of the image)."""
+    """A started star on one switch: fl_server, the tiny scenario's 3 clients (all Docker nodes of the image)."""
     config = tiny_config(net={"topology_type": "star", "node_count": 3, "link_bandwidth_mbps": 100,
                                      "base_latency_ms": 0})
     topology = build_topology(config)
