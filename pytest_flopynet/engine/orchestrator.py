@@ -9,7 +9,7 @@ event starts or ends, so a short run's samples still show its events.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ..collector import LINK_GROUPS, LINK_METRICS, Collector, EventRecord, RoundRecord, group_metric
@@ -247,7 +247,7 @@ class Orchestrator:
         if self.nodes is not None and self.backend.carries_node_traffic:
             return self._round_on_nodes(rnd, selected, start, deadline, end)
         generation = {c: cluster.clients[c].generation for c in selected}
-        nbytes = cluster.model_bytes
+        nbytes = cluster.transfer_bytes
         work, tampers, arrived = {}, {}, {}
 
         def downloaded(client: str):
@@ -278,8 +278,9 @@ class Orchestrator:
             return False
         if self.nodes is not None:  # sim: the model timed the round; the processes train who made it
             with self.clock.hold():
-                done = self.nodes.round(rnd, returned, 3600.0, self._tasks(returned, work, tampers))
-            return self._record_node_round(rnd, start, now, selected, done)
+                done = self.nodes.round(rnd, returned, 3600.0, self._tasks(returned, work, tampers),
+                                        policy=asdict(self.policy.active))
+            return self._record_node_round(rnd, start, now, selected, done, {c for c in returned if tampers[c]})
         with self.clock.hold():  # on a wall clock, training takes the device profile's time, spent in the flows
             updates = {u.client: u for u in cluster.train(returned, rnd, work, tampers)}
             attackers = {c for c in returned if tampers[c]}
@@ -310,11 +311,12 @@ class Orchestrator:
         def waiting() -> float:  # events and samples due now, mid-round included
             clock.advance_to(clock.now())
             return max(0.0, (clock.scheduler.next_time() - clock.now()) / scale)
-        done = self.nodes.round(rnd, selected, max(0.0, (deadline - start) / scale), tasks, waiting)
+        done = self.nodes.round(rnd, selected, max(0.0, (deadline - start) / scale), tasks, waiting,
+                                asdict(self.policy.active))
         now = clock.now()
         if now >= end and len(done["participants"]) < len(selected):
             return False
-        return self._record_node_round(rnd, start, now, selected, done)
+        return self._record_node_round(rnd, start, now, selected, done, {c for c in selected if tampers[c]})
 
     @staticmethod
     def _tasks(clients: list[str], work: dict, tampers: dict) -> dict:
@@ -322,15 +324,19 @@ class Orchestrator:
         work) and the attacks in force when it started."""
         return {c: {"work": work.get(c), "tampers": [[t.kind, t.params] for t in tampers.get(c, ())]} for c in clients}
 
-    def _record_node_round(self, rnd: int, start: float, now: float, selected: list[str], done: dict) -> bool:
-        """The round's record from what the server measured (times in scenario seconds). Before the server
-        finished a round, the model is the initial one this process also holds (same seed)."""
+    def _record_node_round(self, rnd: int, start: float, now: float, selected: list[str], done: dict,
+                           attackers: set[str]) -> bool:
+        """The round's record from what the server measured (times in scenario seconds); the server's
+        screening of the updates is booked in the policy engine here. Before the server finished a round,
+        the model is the initial one this process also holds (same seed)."""
         scale = float(getattr(self.clock, "time_scale", 1.0))
         accuracy, loss = (done["accuracy"], done["loss"]) if done["accuracy"] is not None else self.cluster.evaluate()
         record = RoundRecord(rnd, start, now, list(done["participants"]),
                              [c for c in selected if c not in done["participants"]],
                              bytes_up=done["bytes_up"], bytes_down=done["bytes_down"], accuracy=accuracy,
                              loss=loss, aggregated=done["aggregated"], failed=list(done["failed"]),
+                             rejected=by_client_number(self.policy.record(done["participants"], done["flags"], now,
+                                                                          attackers)),
                              client_times={c: {"transfer_seconds": t["transfer_seconds"] * scale,
                                                "train_seconds": t["train_seconds"] * scale}
                                            for c, t in sorted(done["times"].items(), key=lambda kv: client_number(kv[0]))})

@@ -201,17 +201,31 @@ class FLCluster:
                                                        [u.num_samples for u in updates], self.server_state)
 
     def _scaffold_client_variates(self, updates: list[Update]) -> None:
-        """Option II of SCAFFOLD: c_i+ = c_i - c + (x - y_i) / (K lr), K the client's local steps;
-        kept for the clients whose update the server aggregates, their differences passed on."""
-        lr = self.config.fl_config.learning_rate
-        c = self.server_state.get("c", torch.zeros_like(self.global_params))
+        """The aggregated clients' control-variate differences c_i+ - c_i, passed on to the rule: those the
+        clients sent (node processes keep their own c_i), else worked out here (each client's c_i is kept)."""
         deltas = {}
         for u in updates:
-            old = self.control_variates.get(u.client, torch.zeros_like(c))
-            new = old - c + (self.global_params - u.params) / (max(u.steps, 1) * lr)
-            deltas[u.client] = new - old
-            self.control_variates[u.client] = new
+            if u.control_delta is not None:
+                deltas[u.client] = u.control_delta
+                continue
+            old = self.control_variates.get(u.client)
+            self.control_variates[u.client] = self.next_control_variate(u)
+            deltas[u.client] = self.control_variates[u.client] - (0 if old is None else old)
         self.server_state["client_deltas"] = deltas
+
+    def next_control_variate(self, update: Update) -> torch.Tensor:
+        """Option II of SCAFFOLD: c_i+ = c_i - c + (x - y_i) / (K lr), K the client's local steps, x the
+        global model it trained from."""
+        c = self.server_state.get("c", torch.zeros_like(self.global_params))
+        old = self.control_variates.get(update.client, torch.zeros_like(c))
+        lr = self.config.fl_config.learning_rate
+        return old - c + (self.global_params - update.params) / (max(update.steps, 1) * lr)
+
+    @property
+    def transfer_bytes(self) -> int:
+        """What a round carries each way per client: the model, and SCAFFOLD's control variate with it
+        (c down, c_i+ - c_i up: twice FedAvg's traffic, as in Karimireddy et al. 2020)."""
+        return self.model_bytes * (2 if self.rule.control_variates else 1)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:

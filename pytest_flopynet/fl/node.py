@@ -38,16 +38,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model import by_client_number, client_number, from_dict, rule_spec, to_dict
+from ..model import by_client_number, from_dict, rule_spec, to_dict
+from ..policy import Policy, flag_updates
 from .attacks import Tamper
 from .cluster import FLCluster
 from .executors import Update
 
-MAGIC, VERSION = b"FN", 2
+MAGIC, VERSION = b"FN", 3
 HELLO, MODEL, UPDATE, DONE = 1, 2, 3, 4
 HEADER = struct.Struct("<2sBBI")
-MODEL_HEAD = struct.Struct("<II")
-UPDATE_HEAD = struct.Struct("<IIIdd")
+MODEL_HEAD = struct.Struct("<IIB")  # round, task length, vectors (2: SCAFFOLD's control variate follows)
+UPDATE_HEAD = struct.Struct("<IIIddB")
 MAX_PAYLOAD = 1 << 31
 
 
@@ -63,31 +64,46 @@ def _floats(params: torch.Tensor) -> bytes:
     return params.detach().to(torch.float32).numpy().astype("<f4").tobytes()
 
 
-def encode_model(round_number: int, params: torch.Tensor, task: dict | None = None) -> bytes:
+def encode_model(round_number: int, params: torch.Tensor, task: dict | None = None,
+                 control: torch.Tensor | None = None) -> bytes:
+    """The global model and the client's task; for SCAFFOLD the server's control variate c after it."""
     meta = json.dumps(task or {}).encode("utf-8")
-    return frame(MODEL, MODEL_HEAD.pack(round_number, len(meta)) + meta + _floats(params))
+    vectors = [params] if control is None else [params, control]
+    return frame(MODEL, MODEL_HEAD.pack(round_number, len(meta), len(vectors)) + meta + b"".join(map(_floats, vectors)))
 
 
 def encode_update(round_number: int, samples: int, steps: int, loss: float, params: torch.Tensor,
-                  seconds: float = 0.0) -> bytes:
-    return frame(UPDATE, UPDATE_HEAD.pack(round_number, samples, steps, loss, seconds) + _floats(params))
+                  seconds: float = 0.0, control_delta: torch.Tensor | None = None) -> bytes:
+    """The trained model; for SCAFFOLD the client's control-variate difference c_i+ - c_i after it."""
+    vectors = [params] if control_delta is None else [params, control_delta]
+    return frame(UPDATE, UPDATE_HEAD.pack(round_number, samples, steps, loss, seconds, len(vectors))
+                 + b"".join(map(_floats, vectors)))
 
 
-def _vector(data: bytes) -> torch.Tensor:
-    return torch.from_numpy(np.frombuffer(data, dtype="<f4").astype(np.float32))
+def _vectors(data: bytes, count: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model and, where the frame has two vectors, the control variate (same length) after it."""
+    floats = torch.from_numpy(np.frombuffer(data, dtype="<f4").astype(np.float32))
+    if count == 1:
+        return floats, None
+    if count != 2 or len(floats) % 2:
+        raise ConnectionBroken(f"a frame of {count} vectors in {len(floats)} floats")
+    half = len(floats) // 2
+    return floats[:half], floats[half:]
 
 
 def decode(kind: int, payload: bytes) -> dict:
     if kind == HELLO:
         return {"kind": "hello", "name": payload.decode("utf-8")}
     if kind == MODEL:
-        rnd, size = MODEL_HEAD.unpack_from(payload)
+        rnd, size, count = MODEL_HEAD.unpack_from(payload)
         task = json.loads(payload[MODEL_HEAD.size:MODEL_HEAD.size + size] or b"{}")
-        return {"kind": "model", "round": rnd, "task": task, "params": _vector(payload[MODEL_HEAD.size + size:])}
+        params, control = _vectors(payload[MODEL_HEAD.size + size:], count)
+        return {"kind": "model", "round": rnd, "task": task, "params": params, "control": control}
     if kind == UPDATE:
-        rnd, samples, steps, loss, seconds = UPDATE_HEAD.unpack_from(payload)
+        rnd, samples, steps, loss, seconds, count = UPDATE_HEAD.unpack_from(payload)
+        params, delta = _vectors(payload[UPDATE_HEAD.size:], count)
         return {"kind": "update", "round": rnd, "samples": samples, "steps": steps, "loss": loss,
-                "seconds": seconds, "params": _vector(payload[UPDATE_HEAD.size:])}
+                "seconds": seconds, "params": params, "control_delta": delta}
     if kind == DONE:
         return {"kind": "done"}
     raise ConnectionBroken(f"unknown message kind {kind}")
@@ -142,9 +158,6 @@ class NodeConfig:
 
 
 def _cluster(node: NodeConfig):
-    if rule_spec(node.scenario.fl_config.aggregation_method).control_variates:
-        raise SystemExit(f"node: {node.scenario.fl_config.aggregation_method} needs control variates exchanged "
-                         "with the model; the node program does not carry them yet")
     return FLCluster(node.scenario, node.seed, node.data_dir, executor="sequential")
 
 
@@ -247,14 +260,18 @@ class Server:
             emit(event="join_timeout", missing=sorted(self.expected - set(self.peers)))
 
     # -- a round -------------------------------------------------------------------------------
-    def round(self, rnd: int, chosen: list[str], timeout: float, tasks: dict | None = None) -> dict:
-        """Send the model to the chosen clients, wait up to `timeout` seconds for their updates, aggregate
-        and evaluate; the round's record. A chosen client without a connection, or whose connection
+    def round(self, rnd: int, chosen: list[str], timeout: float, tasks: dict | None = None,
+              policy: dict | None = None) -> dict:
+        """Send the model to the chosen clients, wait up to `timeout` seconds for their updates, screen them
+        under `policy` (the orchestrator's active one: its detector drops flagged updates), aggregate and
+        evaluate; the round's record (with the screening's flags, per participant, for the orchestrator's
+        policy engine to book). A chosen client without a connection, or whose connection
         breaks, failed; one that did not answer in time is a straggler. Each model goes out on a thread
         of its own, so a client the network cut off cannot hold the others' models back; one whose model
         is still not through at the deadline is a straggler, its connection closed mid-frame (it says hello
         again)."""
         start, tasks = time.monotonic(), tasks or {}
+        control = self.cluster.server_state.get("c") if self.cluster.rule.control_variates else None
         failed, began, senders, send_errors = [], {}, {}, {}
 
         def send(name: str, conn: socket.socket, message: bytes) -> None:
@@ -269,13 +286,14 @@ class Server:
                 continue
             began[name] = time.monotonic()
             senders[name] = threading.Thread(target=send, args=(name, conn, encode_model(
-                rnd, self.cluster.global_params, tasks.get(name))), daemon=True)
+                rnd, self.cluster.global_params, tasks.get(name), control)), daemon=True)
             senders[name].start()
         updates, times = {}, {}
 
         def on_message(name, msg):
             if msg and msg["kind"] == "update" and msg["round"] == rnd and name in began and name not in updates:
-                updates[name] = Update(name, msg["params"], msg["samples"], msg["loss"], msg["steps"])
+                updates[name] = Update(name, msg["params"], msg["samples"], msg["loss"], msg["steps"],
+                                       msg["control_delta"])
                 total = time.monotonic() - began[name]
                 times[name] = {"seconds": total, "train_seconds": msg["seconds"],
                                "transfer_seconds": max(0.0, total - msg["seconds"])}
@@ -290,19 +308,21 @@ class Server:
                 self.lose(name, str(send_errors[name]) or type(send_errors[name]).__name__)
         failed += [n for n in senders if n not in updates and n not in self.peers and n not in undelivered]
         got = [updates[n] for n in by_client_number(updates)]
-        aggregated = len(got) >= rule_spec(self.fl.aggregation_method).minimum_updates(self.fl.aggregation_parameters)
+        flags = flag_updates(Policy(**policy), [u.params for u in got], self.cluster.global_params) if policy else None
+        accepted = [u for u, flagged in zip(got, flags or [False] * len(got)) if not flagged]
+        aggregated = len(accepted) >= rule_spec(self.fl.aggregation_method).minimum_updates(self.fl.aggregation_parameters)
         if aggregated:
-            self.cluster.aggregate(got)
+            self.cluster.aggregate(accepted)
         accuracy, loss = self.cluster.evaluate()
         self.rounds_done = rnd
         _save(self.state, {"round": rnd, "params": self.cluster.global_params, "server_state": self.cluster.server_state})
-        nbytes = self.cluster.model_bytes
+        nbytes = self.cluster.transfer_bytes
         delivered = [n for n in senders if n not in undelivered and n not in send_errors]
         record = dict(event="round", round=rnd, participants=[u.client for u in got],
                       stragglers=by_client_number(set(senders) - set(updates) - set(failed)),
                       failed=by_client_number(failed), accuracy=accuracy, loss=loss,
                       bytes_down=nbytes * len(delivered), bytes_up=nbytes * len(got), aggregated=aggregated,
-                      wall_seconds=time.monotonic() - start, times=times)
+                      flags=flags, wall_seconds=time.monotonic() - start, times=times)
         emit(**record)
         return record
 
@@ -361,7 +381,8 @@ def run_controlled(node: NodeConfig, listen: tuple[str, int], state: Path | None
         if command["op"] == "done":
             break
         server.selector.unregister(stdin)  # a round reads only clients; the next command waits
-        server.round(command["round"], list(command["clients"]), float(command["timeout"]), command.get("tasks"))
+        server.round(command["round"], list(command["clients"]), float(command["timeout"]), command.get("tasks"),
+                     command.get("policy"))
         server.selector.register(stdin, selectors.EVENT_READ, "stdin")
     server.close()
     return 0
@@ -375,8 +396,10 @@ def run_client(node: NodeConfig, name: str, server: tuple[str, int], connect_tim
         raise SystemExit(f"node: {name!r} is not a client of scenario {node.scenario.name!r}")
     cluster = _cluster(node)
     saved = _load(state)
-    if saved is not None:  # restarted: from the last model it received
+    if saved is not None:  # restarted: from the last model it received (and its own SCAFFOLD c_i)
         cluster.global_params = saved["params"]
+        if saved.get("control") is not None:
+            cluster.control_variates[name] = saved["control"]
         print(f"node {name}: resumed from the model of round {saved['round']}", file=sys.stderr, flush=True)
     while True:
         sock = _connect(name, server, connect_timeout)
@@ -391,7 +414,12 @@ def run_client(node: NodeConfig, name: str, server: tuple[str, int], connect_tim
                 if msg["kind"] != "model":
                     continue
                 cluster.global_params = msg["params"]
-                _save(state, {"round": msg["round"], "params": msg["params"]})
+                if msg["control"] is None:  # SCAFFOLD's c: none before the server's first aggregation
+                    cluster.server_state.pop("c", None)
+                else:
+                    cluster.server_state["c"] = msg["control"]
+                _save(state, {"round": msg["round"], "params": msg["params"],
+                              "control": cluster.control_variates.get(name)})
                 task, began = msg["task"], time.monotonic()
                 work = {name: task["work"]} if task.get("work") is not None else None
                 tampers = {name: [Tamper(kind, params) for kind, params in task.get("tampers", [])]}
@@ -400,8 +428,15 @@ def run_client(node: NodeConfig, name: str, server: tuple[str, int], connect_tim
                     time.sleep((task["slowdown"] - 1) * (time.monotonic() - began))
                 # the scenario's device (client_compute_gflops): a host faster than it waits out the rest
                 time.sleep(max(0.0, float(task.get("device_seconds") or 0.0) - (time.monotonic() - began)))
+                delta = None
+                if cluster.rule.control_variates:  # SCAFFOLD: the client keeps c_i+ and sends c_i+ - c_i
+                    old = cluster.control_variates.get(name)
+                    cluster.control_variates[name] = cluster.next_control_variate(update)
+                    delta = cluster.control_variates[name] - (0 if old is None else old)
+                    _save(state, {"round": msg["round"], "params": msg["params"],
+                                  "control": cluster.control_variates[name]})
                 sock.sendall(encode_update(msg["round"], update.num_samples, update.steps, update.train_loss,
-                                           update.params, time.monotonic() - began))
+                                           update.params, time.monotonic() - began, delta))
         except (ConnectionBroken, OSError) as exc:
             print(f"node {name}: connection to the server broke ({exc}); reconnecting", file=sys.stderr, flush=True)
         finally:

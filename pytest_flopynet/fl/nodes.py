@@ -21,7 +21,7 @@ from typing import Callable
 
 from .. import cgroups
 from ..errors import FlopynetError
-from ..model import ScenarioConfig, rule_spec
+from ..model import ScenarioConfig
 from .node import NodeConfig
 
 NODE_PORT = 7300  # the FL server's port on netns (the plan's FL port: Ryu's priority queues match it)
@@ -170,10 +170,11 @@ class NodeProcesses:
 
     # -- rounds ---------------------------------------------------------------------------------
     def round(self, rnd: int, clients: list[str], timeout: float, tasks: dict | None = None,
-              waiting: Callable[[], float] = lambda: 0.5) -> dict:
+              waiting: Callable[[], float] = lambda: 0.5, policy: dict | None = None) -> dict:
         """Runs round `rnd` with these clients on the server, at most `timeout` seconds (the server's
-        own clock); the server's round record. `waiting()` runs while it waits (the orchestrator fires
-        events due) and returns the seconds until it next needs to run."""
+        own clock), screening their updates under `policy` (a Policy's fields); the server's round record.
+        `waiting()` runs while it waits (the orchestrator fires events due) and returns the seconds until it
+        next needs to run."""
         kills = self.kills
         if self.server_killed:  # down: nothing reaches it
             return self._lost(rnd, clients)
@@ -183,7 +184,8 @@ class NodeProcesses:
         for c in clients:  # CPU limits without a kernel quota: the client sleeps them
             if self.sleep_factors.get(c):
                 tasks.setdefault(c, {})["slowdown"] = math.prod(self.sleep_factors[c])
-        command = {"op": "round", "round": rnd, "clients": clients, "timeout": timeout, "tasks": tasks}
+        command = {"op": "round", "round": rnd, "clients": clients, "timeout": timeout, "tasks": tasks,
+                   "policy": policy}
         try:
             self.server.stdin.write((json.dumps(command) + "\n").encode())
             self.server.stdin.flush()
@@ -200,7 +202,7 @@ class NodeProcesses:
         (and its figures) the last round's; None before the first round (the initial model's)."""
         return {"event": "round", "round": rnd, "participants": [], "stragglers": [], "failed": list(clients),
                 "accuracy": self.last and self.last["accuracy"], "loss": self.last and self.last["loss"],
-                "bytes_down": 0, "bytes_up": 0, "aggregated": False, "times": {}}
+                "bytes_down": 0, "bytes_up": 0, "aggregated": False, "flags": None, "times": {}}
 
     def _read_until(self, done: Callable[[dict], bool], timeout: float, what: str,
                     waiting: Callable[[], float] = lambda: 0.5) -> dict:
@@ -245,10 +247,4 @@ def nodes_unsupported(backend, config: ScenarioConfig) -> str | None:
     if not hasattr(backend, "spawn"):
         return (f"the nodes executor starts the FL processes on the sim, netns and gns3 backends; the {backend.name} "
                 "backend does not start them")
-    if rule_spec(config.fl_config.aggregation_method).control_variates:
-        return (f"the nodes executor cannot run {config.fl_config.aggregation_method}: the node program does not "
-                "carry its control variates")
-    if any(str(e.event_type) == "policy_change" for e in config.events):
-        return ("the nodes executor cannot play policy_change events: the policy engine screens updates in the "
-                "orchestrator, which the node processes do not send their updates to")
     return None

@@ -69,6 +69,17 @@ def tail_probability(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
+def flag_updates(policy: Policy, updates: list[torch.Tensor], global_params: torch.Tensor) -> list[bool] | None:
+    """Which updates the policy's detector flags as anomalous; None where it screens nothing (no detector,
+    disabled, or fewer than 3 updates). A pure function, so the FL server process runs it too."""
+    if not policy.enabled or policy.detector == "none" or len(updates) < 3:
+        return None
+    # Bonferroni over the round's updates: detection_threshold bounds the chance that a round
+    # of honest clients flags anyone at all
+    alpha = policy.detection_threshold / len(updates)
+    return [tail_probability(z) < alpha for z in robust_scores(updates, global_params)]
+
+
 class PolicyEngine:
     def __init__(self, policies: dict[str, Policy] | None = None):
         self.policies = dict(policies if policies is not None else load_policies())
@@ -98,32 +109,32 @@ class PolicyEngine:
     # -- screening ----------------------------------------------------------------------------
     def screen(self, updates: list, global_params: torch.Tensor, now: float, attackers: set[str]) -> list:
         """The updates to aggregate; flags, quarantines and trust follow the active policy."""
+        flags = flag_updates(self.active, [u.params for u in updates], global_params)
+        rejected = self.record([u.client for u in updates], flags, now, attackers)
+        return [u for u in updates if u.client not in rejected]
+
+    def record(self, clients: list[str], flags: list[bool] | None, now: float, attackers: set[str]) -> set[str]:
+        """Books a round's screening of these clients' updates (`flags` from flag_updates, wherever it ran:
+        here or in the FL server process; None: nothing screened): trust, counts, quarantines. The
+        flagged clients."""
         policy = self.active
-        for u in updates:
-            self.trust.setdefault(u.client, 1.0)
-        if not policy.enabled or policy.detector == "none" or len(updates) < 3:
-            return list(updates)
-        scores = robust_scores([u.params for u in updates], global_params)
-        # Bonferroni over the round's updates: detection_threshold bounds the chance that a round
-        # of honest clients flags anyone at all
-        alpha = policy.detection_threshold / len(updates)
-        accepted = []
-        for u, z in zip(updates, scores):
-            flagged = tail_probability(z) < alpha
-            attacker = u.client in attackers
+        for client in clients:
+            self.trust.setdefault(client, 1.0)
+        if flags is None:
+            return set()
+        for client, flagged in zip(clients, flags):
+            attacker = client in attackers
             key = ("true_positive" if flagged else "false_negative") if attacker else \
                   ("false_positive" if flagged else "true_negative")
             self.counts[key] += 1
-            self.trust[u.client] = TRUST_DECAY * self.trust[u.client] + (1 - TRUST_DECAY) * (0.0 if flagged else 1.0)
+            self.trust[client] = TRUST_DECAY * self.trust[client] + (1 - TRUST_DECAY) * (0.0 if flagged else 1.0)
             if flagged:
                 self.violations += 1
                 if policy.quarantine_duration > 0:
-                    self.quarantined_until[u.client] = now + policy.quarantine_duration
+                    self.quarantined_until[client] = now + policy.quarantine_duration
                     self.security_events += 1
-            else:
-                accepted.append(u)
         self.trust_history.append((now, dict(sorted(self.trust.items(), key=lambda kv: client_number(kv[0])))))
-        return accepted
+        return {client for client, flagged in zip(clients, flags) if flagged}
 
     def take_counts(self) -> tuple[int, int]:
         """Policy violations and security events since the previous sample."""

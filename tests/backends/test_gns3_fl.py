@@ -7,6 +7,7 @@ expected figures are worked out here from the conditions' numbers.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -77,8 +78,13 @@ def test_a_ci_scenario_trains_across_gns3_links_within_0_05_of_the_simulation(na
     scenario = find_scenario(name, [builtin_folder()])
     before_projects, before_containers = projects(server.url), containers(server)
     t0 = time.perf_counter()
-    # time scale 10: the devices' 90-96 s rounds (client_compute_gflops) take 9-10 s each
-    run = Scenario(scenario.config, seed=3, backend="gns3", backend_options={"gns3_url": server.url, "time_scale": 10})
+    # time scale 10: the devices' 90-96 s rounds (client_compute_gflops) take 9-10 s each.
+    # GNS3's links (uBridge in user space) carry a round's 26 MB slower than the model's 100 Mbit/s, so
+    # basic_fl_training_ci's rounds take 88-92 s on GNS3 against 78.6 s in the simulation, and 10 of them
+    # outlast its 15 minutes on a busy CI machine (9 rounds in 830.7 s seen there): the run gets half as
+    # long again so that every round is judged; the scenario-time bound below still holds it to 1.25x sim.
+    config = dataclasses.replace(scenario.config, duration_minutes=scenario.config.duration_minutes * 1.5)
+    run = Scenario(config, seed=3, backend="gns3", backend_options={"gns3_url": server.url, "time_scale": 10})
     result = run.run()
     wall = time.perf_counter() - t0
     sim = Scenario(scenario.config, seed=3, backend="sim").run()

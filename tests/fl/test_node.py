@@ -19,19 +19,26 @@ CONFIG = ScenarioConfig(name="nodes", duration_minutes=10,
 
 
 def test_wire_format_round_trips_bit_for_bit():
-    params = torch.randn(1000)
+    params, control = torch.randn(1000), torch.randn(1000)
     task = {"work": 0.5, "tampers": [["scaling", {"scale": 3.0}]]}
     raw = encode_model(7, params, task)
     magic, version, kind, length = HEADER.unpack_from(raw)
-    meta = len(json.dumps(task))  # round, task length, the task, then 4 bytes per weight
-    assert (magic, version, kind, length) == (b"FN", 2, MODEL, 4 + 4 + meta + 4 * 1000)
+    meta = len(json.dumps(task))  # round, task length, vector count, the task, then 4 bytes per weight
+    assert (magic, version, kind, length) == (b"FN", 3, MODEL, 4 + 4 + 1 + meta + 4 * 1000)
     msg = decode(kind, raw[HEADER.size:])
-    assert msg["round"] == 7 and msg["task"] == task and torch.equal(msg["params"], params)
+    assert msg["round"] == 7 and msg["task"] == task and torch.equal(msg["params"], params) and msg["control"] is None
+    raw = encode_model(7, params, task, control)  # SCAFFOLD: c after the model, twice the bytes
+    assert HEADER.unpack_from(raw)[3] == 4 + 4 + 1 + meta + 8 * 1000
+    msg = decode(MODEL, raw[HEADER.size:])
+    assert torch.equal(msg["params"], params) and torch.equal(msg["control"], control)
     raw = encode_update(3, 120, 8, 0.25, params, seconds=1.5)
     msg = decode(raw[3], raw[HEADER.size:])
     assert (msg["round"], msg["samples"], msg["steps"], msg["loss"], msg["seconds"]) == (3, 120, 8, 0.25, 1.5)
-    assert torch.equal(msg["params"], params)
-    assert decode(DONE, b"") == {"kind": "done"} and frame(DONE) == b"FN\x02\x04\x00\x00\x00\x00"
+    assert torch.equal(msg["params"], params) and msg["control_delta"] is None
+    raw = encode_update(3, 120, 8, 0.25, params, 1.5, control)
+    msg = decode(raw[3], raw[HEADER.size:])
+    assert torch.equal(msg["params"], params) and torch.equal(msg["control_delta"], control)
+    assert decode(DONE, b"") == {"kind": "done"} and frame(DONE) == b"FN\x03\x04\x00\x00\x00\x00"
     with pytest.raises(ConnectionBroken, match="unknown message kind 9"):
         decode(9, b"")
 

@@ -86,3 +86,53 @@ def test_a_crashed_server_restarts_from_its_saved_round():
     lines = runner.orchestrator.nodes.lines
     assert {"event": "resumed", "round": 1} in lines
     assert [line["event"] for line in lines].count("listening") == 2
+
+
+def test_scaffold_carries_its_control_variates_between_the_processes():
+    """SCAFFOLD on nodes: the server sends c with the model, each client keeps its own c_i (in its state
+    file, across a crash) and sends c_i+ - c_i with its update; the rounds equal the in-process ones, where
+    the cluster keeps every c_i, and each transfer carries twice the model's bytes."""
+    scaffold = dataclasses.replace(CONFIG, fl_config=dataclasses.replace(CONFIG.fl_config, aggregation_method="scaffold"))
+    _, plain = run(scaffold, "sequential")
+    crashed, back = plain.rounds[1]["start_time"] + 0.01, plain.rounds[2]["start_time"] + 0.01
+    crash = ScenarioEvent(event_type="client_failure", target="client_2", trigger_time=crashed,
+                          parameters={"failure_type": "hard_failure", "recovery_time": back - crashed})
+    for config in (scaffold, dataclasses.replace(scaffold, events=[crash])):
+        runner, nodes = run(config, "nodes")
+        _, here = run(config, "sequential")
+        assert figures(nodes) == figures(here)
+        model_bytes = runner.orchestrator.cluster.model_bytes
+        for r, h in zip(nodes.rounds, here.rounds):  # the crashed client's download counts in here, not on nodes
+            assert r["bytes_up"] == h["bytes_up"] == 2 * model_bytes * len(r["participants"])
+            assert r["bytes_down"] == 2 * model_bytes * len(r["participants"])
+            if not config.events:
+                assert h["bytes_down"] == 2 * model_bytes * 3
+    _, fedavg = run(CONFIG, "sequential")  # the control variates did change the training
+    assert [r["loss"] for r in plain.rounds[1:]] != [r["loss"] for r in fedavg.rounds[1:]]
+
+
+def test_the_server_process_screens_updates_under_the_active_policy():
+    """policy_change on nodes: the server process runs the active policy's detector on the updates it
+    received and drops the flagged ones; the orchestrator's policy engine books them (trust, quarantine,
+    detection rate). A client adding heavy noise to its updates is flagged and quarantined as in-process."""
+    five = dataclasses.replace(CONFIG, fl_config=dataclasses.replace(CONFIG.fl_config, clients_per_round=5,
+                                                                     client_data_sizes=[120] * 5),
+                               network_config=dataclasses.replace(CONFIG.network_config, node_count=6))
+    events = [ScenarioEvent(event_type="policy_change", target="policy_engine", trigger_time=0.0,
+                            parameters={"policy_name": "strict_anomaly_detection", "quarantine_duration": 0.15}),
+              ScenarioEvent(event_type="model_poisoning", target="client_2", trigger_time=0.0,
+                            parameters={"attack_type": "gaussian_noise", "noise_std": 1.0})]
+    config = dataclasses.replace(five, events=events)
+    _, nodes = run(config, "nodes")
+    _, here = run(config, "sequential")
+    assert figures(nodes) == figures(here)
+    assert [r["rejected"] for r in nodes.rounds] == [r["rejected"] for r in here.rounds]
+    # round 1 flags the attacker (and, with 5 updates, an honest client: the detector's own false alarm,
+    # 0.2 of honest updates over the run, identical in both)
+    assert "client_2" in nodes.rounds[0]["rejected"] and nodes.rounds[0]["aggregated"]
+    # quarantined for 0.15 s after round 1: out of the next rounds, screened again when back
+    assert "client_2" not in nodes.rounds[1]["participants"]
+    assert any("client_2" in r["rejected"] for r in nodes.rounds[2:])
+    for key in ("attack_detection_rate", "false_positive_rate", "screened_updates", "client_trust_scores"):
+        assert nodes.execution.policy_metrics[key] == here.execution.policy_metrics[key], key
+    assert nodes.execution.policy_metrics["attack_detection_rate"] == 1.0

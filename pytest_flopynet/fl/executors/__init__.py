@@ -38,6 +38,7 @@ class Update:
     num_samples: int
     train_loss: float  # mean cross-entropy over the local steps (without the proximal or SCAFFOLD terms)
     steps: int = 0  # SGD steps taken
+    control_delta: torch.Tensor | None = None  # SCAFFOLD: c_i+ - c_i as the client sent it (the nodes executor)
 
 
 def schedule(n: int, epochs: int, batch_size: int, seed: int, max_steps: int | None = None) -> list[np.ndarray]:
