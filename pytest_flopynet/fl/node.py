@@ -9,20 +9,24 @@ node.json: {"scenario": <the scenario as in a scenario file>, "seed": N, "data_d
 The server writes one JSON line per happening to stdout ("listening" with its port, "joined",
 "round" with the round's metrics, "client_lost", "done"), which is how the orchestrator follows it.
 Alone it runs the scenario's rounds itself; with --control it runs the rounds the orchestrator asks
-for on stdin ({"op": "round", "round": r, "clients": [...], "timeout": s, "tasks": {...}}, then
-{"op": "done"}), so that events, selection and scenario time stay the orchestrator's. With --state
-the server keeps its round and model in a file after every round and a restarted server resumes
-from it; a client keeps its last received model the same way, and reconnects when the server goes.
+for on stdin ({"op": "round", "round": r, "clients": [...], "timeout": s, "tasks": {...}, "policy": {...},
+"reported": r0}, then {"op": "done"}), so that events, selection, policies and scenario time stay the
+orchestrator's. With --state the server keeps its round and model (and the round before) in a file
+after every round and a restarted server resumes from it, rewinding a round it saved but never
+reported; a client keeps its last received model (and SCAFFOLD's c_i) the same way, and reconnects
+when the server goes.
 
 Wire format, little-endian: a frame is b"FN", version (u8), kind (u8), payload length (u32), payload.
-HELLO: the client's name (UTF-8). MODEL: round (u32), task length (u32), the task (JSON: the
-client's attacks in force, share of its local steps and device seconds), then the flat float32 parameters. UPDATE:
-round (u32), samples (u32), local steps (u32), train loss (f64), training seconds (f64), then float32
-parameters. DONE: empty.
+HELLO: the client's name (UTF-8). MODEL: round (u32), task length (u32), vectors (u8), the task (JSON:
+the client's attacks in force, share of its local steps and device seconds), then the flat float32
+parameters (and SCAFFOLD's server control variate c, as long, where vectors is 2). UPDATE: round (u32),
+samples (u32), local steps (u32), train loss (f64), training seconds (f64), vectors (u8), then float32
+parameters (and SCAFFOLD's c_i+ - c_i). DONE: empty.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -180,10 +184,10 @@ class Server:
         self.node, self.fl, self.state = node, node.scenario.fl_config, state
         self.cluster = _cluster(node)
         self.expected = set(node.scenario.client_names)
-        self.rounds_done = 0
+        self.rounds_done, self.previous = 0, None
         saved = _load(state)
         if saved is not None:  # a restarted server goes on from its last round
-            self.rounds_done = saved["round"]
+            self.rounds_done, self.previous = saved["round"], saved.get("previous")
             self.cluster.global_params, self.cluster.server_state = saved["params"], saved["server_state"]
         self.listener = socket.create_server(listen)
         self.listener.setblocking(False)
@@ -218,6 +222,18 @@ class Server:
         self.peers[hello["name"]] = conn
         self.selector.register(conn, selectors.EVENT_READ, hello["name"])
         emit(event="joined", client=hello["name"])
+
+    def rewind(self, reported: int) -> None:
+        """The orchestrator heard of rounds up to `reported`. A later round saved but never reported (the
+        server was killed between saving and reporting it, so the records call that round lost) is undone:
+        the model goes back to the one the records say. The state file keeps the round before for this."""
+        if self.rounds_done == reported + 1 and self.previous is not None and self.previous["round"] == reported:
+            self.rounds_done = reported
+            self.cluster.global_params, self.cluster.server_state = self.previous["params"], self.previous["server_state"]
+            self.previous = None
+            _save(self.state, {"round": reported, "params": self.cluster.global_params,
+                               "server_state": self.cluster.server_state})
+            emit(event="rewound", round=reported)
 
     def lose(self, name: str, reason: str) -> None:
         conn = self.peers.pop(name, None)
@@ -311,11 +327,14 @@ class Server:
         flags = flag_updates(Policy(**policy), [u.params for u in got], self.cluster.global_params) if policy else None
         accepted = [u for u, flagged in zip(got, flags or [False] * len(got)) if not flagged]
         aggregated = len(accepted) >= rule_spec(self.fl.aggregation_method).minimum_updates(self.fl.aggregation_parameters)
+        self.previous = {"round": self.rounds_done, "params": self.cluster.global_params,
+                         "server_state": copy.deepcopy(self.cluster.server_state)}
         if aggregated:
             self.cluster.aggregate(accepted)
         accuracy, loss = self.cluster.evaluate()
         self.rounds_done = rnd
-        _save(self.state, {"round": rnd, "params": self.cluster.global_params, "server_state": self.cluster.server_state})
+        _save(self.state, {"round": rnd, "params": self.cluster.global_params, "server_state": self.cluster.server_state,
+                           "previous": self.previous})
         nbytes = self.cluster.transfer_bytes
         delivered = [n for n in senders if n not in undelivered and n not in send_errors]
         record = dict(event="round", round=rnd, participants=[u.client for u in got],
@@ -381,6 +400,7 @@ def run_controlled(node: NodeConfig, listen: tuple[str, int], state: Path | None
         if command["op"] == "done":
             break
         server.selector.unregister(stdin)  # a round reads only clients; the next command waits
+        server.rewind(int(command.get("reported", server.rounds_done)))
         server.round(command["round"], list(command["clients"]), float(command["timeout"]), command.get("tasks"),
                      command.get("policy"))
         server.selector.register(stdin, selectors.EVENT_READ, "stdin")

@@ -59,6 +59,7 @@ class NodeProcesses:
         self.server_killed = False  # by kill_server (a server failure event), not by itself
         self.kills = 0  # server failures so far: a round during which one happened is lost
         self.last: dict | None = None  # the last round's record (a lost round keeps its figures)
+        self.reported = 0  # the last round the server reported: a restarted server rewinds a round saved after it
         self.quotas: dict[str, list] = {}  # client -> the CPU quotas (cgroups) in force on its process
         self.sleep_factors: dict[str, list[float]] = {}  # the same where the kernel has no quotas
 
@@ -185,12 +186,13 @@ class NodeProcesses:
             if self.sleep_factors.get(c):
                 tasks.setdefault(c, {})["slowdown"] = math.prod(self.sleep_factors[c])
         command = {"op": "round", "round": rnd, "clients": clients, "timeout": timeout, "tasks": tasks,
-                   "policy": policy}
+                   "policy": policy, "reported": self.reported}
         try:
             self.server.stdin.write((json.dumps(command) + "\n").encode())
             self.server.stdin.flush()
             self.last = self._read_until(lambda line: line["event"] == "round" and line["round"] == rnd,
                                          timeout + 60, f"round {rnd} ended", waiting)
+            self.reported = rnd
             return self.last
         except (ServerKilled, BrokenPipeError):
             if self.kills == kills:
