@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 from ..errors import FlopynetError, UnavailableError
 
@@ -44,6 +45,33 @@ def container_pid(container_id: str) -> int:
     if pid <= 0:
         raise UnavailableError(f"the Docker container {container_id[:12]} of a GNS3 node is not running")
     return pid
+
+
+def volume_source(container_id: str, destination: str) -> Path:
+    """The host folder behind the container's volume at `destination` (GNS3 keeps it in its project and
+    binds it at /gns3volumes<destination>, which the node's init links to `destination`)."""
+    out = _run(["docker", "inspect", "-f", "{{range .Mounts}}{{.Destination}}\t{{.Source}}\n{{end}}", container_id],
+               f"docker inspect {container_id[:12]}").stdout
+    for line in out.splitlines():
+        inside, _, source = line.partition("\t")
+        if inside in (destination, f"/gns3volumes{destination}") and source:
+            return Path(source)
+    raise FlopynetError(f"the Docker container {container_id[:12]} of a GNS3 node has no volume at {destination}")
+
+
+def carry(folder: Path, into: Path) -> None:
+    """A copy of `folder` at `into` (a node's volume), its files hard-linked where both are on one file
+    system (data sets of hundreds of MB cost nothing per node), else copied; once per node (a restarted
+    node keeps it: copying onto a hard link would truncate the original)."""
+    if into.exists():
+        return
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+    shutil.copytree(folder, into, copy_function=link_or_copy)
 
 
 def enter(pid: int, argv: list[str]) -> list[str]:

@@ -679,10 +679,15 @@ class GNS3Network:
         return self.addresses[host]
 
     def node_argv(self, host: str, config: Path, state: str, args: list[str]) -> list[str]:
-        """The node program as the container runs it: its configuration copied into the node's volume
-        (data_dir does not exist there), its state file in that volume, so that it survives a restart."""
+        """The node program as the container runs it: its configuration copied into the node's volume,
+        its state file in that volume, so that it survives a restart. The run's data folder
+        (--flopynet-data-dir) goes into the volume too, hard-linked where it can be: the containers run on
+        this host (the plugin enters their namespaces), so their volumes are folders here."""
         data = json.loads(Path(config).read_text())
-        data["data_dir"] = None
+        if data.get("data_dir"):
+            volume = docker_nodes.volume_source(self._container(host), NODE_FOLDER)
+            docker_nodes.carry(Path(data["data_dir"]).expanduser(), volume / "data")
+            data["data_dir"] = f"{NODE_FOLDER}/data"
         self._call("post", f"/projects/{self.project.project_id}/nodes/{self.nodes[host]['node_id']}/files/"
                            f"{NODE_FOLDER.strip('/')}/node.json", f"writing the node configuration of {host}",
                    data=json.dumps(data))

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from pytest_flopynet.engine.clock import WallClock
@@ -140,6 +141,43 @@ def test_network_instability_ci_on_gns3_shows_its_events_in_the_round_times(serv
     # where it hits a transfer) take longer, and 13-15 rounds fit (three CI-size runs here: 13, 14, 15)
     assert len(rounds) >= 12 and [r.round for r in rounds] == list(range(1, len(rounds) + 1))
     assert rounds[-1].accuracy >= 0.9
+
+
+def test_a_data_set_from_the_data_dir_is_carried_into_the_nodes(server, tiny_config, tmp_path):
+    """MNIST from --flopynet-data-dir (IDX files made here from scikit-learn's digits, 8x8 scaled to 28x28):
+    the backend puts the folder into each FL node's volume, hard-linked (same file system here), and the
+    node processes train on it as the simulation does on the host's copy."""
+    from sklearn.datasets import load_digits
+
+    from pytest_flopynet.session import Scenario
+    digits = load_digits()
+    images = np.pad(np.kron(digits.images, np.ones((3, 3))), ((0, 0), (2, 2), (2, 2))) * 15  # 0-16 -> 0-240
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, array in (("train-images-idx3-ubyte", images[:1500]), ("train-labels-idx1-ubyte", digits.target[:1500]),
+                        ("t10k-images-idx3-ubyte", images[1500:]), ("t10k-labels-idx1-ubyte", digits.target[1500:])):
+        header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+        (raw / name).write_bytes(header + array.astype(np.uint8).tobytes())
+    config = tiny_config(name="tiny_mnist", fl={"dataset": "mnist"}, net={"base_latency_ms": 0})
+    run = Scenario(config, seed=1, backend="gns3", data_dir=tmp_path / "data", backend_options={"gns3_url": server.url})
+    seen = {}
+
+    @run.at(0.1)  # mid round 1 (3 rounds in 0.5 s)
+    def volumes(execution):
+        backend = run.orchestrator.backend
+        for host in config.client_names + ["fl_server"]:
+            inside = docker_nodes.volume_source(backend._container(host), gns3.NODE_FOLDER) / "data" / "MNIST" / "raw"
+            seen[host] = (inside / "train-images-idx3-ubyte").stat()
+        seen["links"] = (raw / "train-images-idx3-ubyte").stat().st_nlink
+    result = run.run()
+    assert result.execution.error_message is None
+    sim = Scenario(config, seed=1, backend="sim", data_dir=tmp_path / "data").run()
+    size = (raw / "train-images-idx3-ubyte").stat().st_size
+    assert all(seen[h].st_size == size for h in config.client_names + ["fl_server"])
+    assert seen["links"] == 1 + 4  # the host's file and one link in each of the 4 FL nodes' volumes
+    assert (raw / "train-images-idx3-ubyte").stat().st_nlink == 1  # the project (and its links) deleted
+    assert result.rounds_completed == sim.rounds_completed == 3
+    assert abs(result.final_accuracy - sim.final_accuracy) <= 0.05 and result.final_accuracy > 0.3  # 10 classes
 
 
 # -- the events' effects, read back inside the nodes -----------------------------------------------
