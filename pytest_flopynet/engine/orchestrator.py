@@ -280,6 +280,8 @@ class Orchestrator:
             with self.clock.hold():
                 done = self.nodes.round(rnd, returned, 3600.0, self._tasks(returned, work, tampers),
                                         policy=asdict(self.policy.active))
+            # the transfers are the network model's (a client that crashed after its download had it)
+            done = {**done, "bytes_down": nbytes * sum(t is not None for t in got), "bytes_up": nbytes * len(arrived)}
             return self._record_node_round(rnd, start, now, selected, done, {c for c in returned if tampers[c]})
         with self.clock.hold():  # on a wall clock, training takes the device profile's time, spent in the flows
             updates = {u.client: u for u in cluster.train(returned, rnd, work, tampers)}
