@@ -205,21 +205,18 @@ class FLCluster:
         clients sent (node processes keep their own c_i), else worked out here (each client's c_i is kept)."""
         deltas = {}
         for u in updates:
-            if u.control_delta is not None:
-                deltas[u.client] = u.control_delta
-                continue
-            old = self.control_variates.get(u.client)
-            self.control_variates[u.client] = self.next_control_variate(u)
-            deltas[u.client] = self.control_variates[u.client] - (0 if old is None else old)
+            deltas[u.client] = u.control_delta if u.control_delta is not None else self.advance_control_variate(u)
         self.server_state["client_deltas"] = deltas
 
-    def next_control_variate(self, update: Update) -> torch.Tensor:
+    def advance_control_variate(self, update: Update) -> torch.Tensor:
         """Option II of SCAFFOLD: c_i+ = c_i - c + (x - y_i) / (K lr), K the client's local steps, x the
-        global model it trained from."""
+        global model it trained from; c_i+ is kept, c_i+ - c_i returned (what the server needs)."""
         c = self.server_state.get("c", torch.zeros_like(self.global_params))
-        old = self.control_variates.get(update.client, torch.zeros_like(c))
+        old = self.control_variates.get(update.client)
         lr = self.config.fl_config.learning_rate
-        return old - c + (self.global_params - update.params) / (max(update.steps, 1) * lr)
+        new = (torch.zeros_like(c) if old is None else old) - c + (self.global_params - update.params) / (max(update.steps, 1) * lr)
+        self.control_variates[update.client] = new
+        return new - (0 if old is None else old)
 
     @property
     def transfer_bytes(self) -> int:

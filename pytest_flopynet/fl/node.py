@@ -227,7 +227,7 @@ class Server:
         """The orchestrator heard of rounds up to `reported`. A later round saved but never reported (the
         server was killed between saving and reporting it, so the records call that round lost) is undone:
         the model goes back to the one the records say. The state file keeps the round before for this."""
-        if self.rounds_done == reported + 1 and self.previous is not None and self.previous["round"] == reported:
+        if self.rounds_done > reported and self.previous is not None and self.previous["round"] == reported:
             self.rounds_done = reported
             self.cluster.global_params, self.cluster.server_state = self.previous["params"], self.previous["server_state"]
             self.previous = None
@@ -450,9 +450,7 @@ def run_client(node: NodeConfig, name: str, server: tuple[str, int], connect_tim
                 time.sleep(max(0.0, float(task.get("device_seconds") or 0.0) - (time.monotonic() - began)))
                 delta = None
                 if cluster.rule.control_variates:  # SCAFFOLD: the client keeps c_i+ and sends c_i+ - c_i
-                    old = cluster.control_variates.get(name)
-                    cluster.control_variates[name] = cluster.next_control_variate(update)
-                    delta = cluster.control_variates[name] - (0 if old is None else old)
+                    delta = cluster.advance_control_variate(update)
                     _save(state, {"round": msg["round"], "params": msg["params"],
                                   "control": cluster.control_variates[name]})
                 sock.sendall(encode_update(msg["round"], update.num_samples, update.steps, update.train_loss,

@@ -136,9 +136,10 @@ def test_a_client_that_stops_reading_cannot_hold_the_round_past_its_deadline(tmp
 
 
 def test_a_round_saved_but_never_reported_is_rewound_on_restart(tmp_path):
-    """A server killed between saving round 2 and reporting it: the orchestrator's records call round 2
-    lost, so the restarted server, told that round 1 was the last it reported, goes back to round 1's
-    model (kept in the state file for this) instead of training on from a model the records never saw."""
+    """A server killed between saving round 3 and reporting it (round 2 was lost: the server was down): the
+    orchestrator's records call round 3 lost too, so the restarted server, told that round 1 was the last
+    it reported, goes back to round 1's model (kept in the state file for this) instead of training on
+    from a model the records never saw."""
     from pytest_flopynet.fl.node import Server
     path = NodeConfig.write(tmp_path / "node.json", CONFIG, seed=5)
     state = tmp_path / "server.state"
@@ -149,17 +150,17 @@ def test_a_round_saved_but_never_reported_is_rewound_on_restart(tmp_path):
         server.wait_for_clients(60)
         first = server.round(1, ["client_1", "client_2", "client_3"], 60.0)
         after_first = torch.load(state, weights_only=False)
-        second = server.round(2, ["client_1", "client_2", "client_3"], 60.0)
+        third = server.round(3, ["client_1", "client_2", "client_3"], 60.0)
     finally:
         server.close()
         for c in clients:
             c.wait(timeout=60)
-    assert first["aggregated"] and second["aggregated"] and first["accuracy"] != second["accuracy"]
-    restarted = Server(NodeConfig.load(path), ("127.0.0.1", 0), state)  # what the state file says: round 2
+    assert first["aggregated"] and third["aggregated"] and first["accuracy"] != third["accuracy"]
+    restarted = Server(NodeConfig.load(path), ("127.0.0.1", 0), state)  # what the state file says: round 3
     try:
-        assert restarted.rounds_done == 2
-        restarted.rewind(2)  # round 2 was reported: nothing to undo
-        assert restarted.rounds_done == 2 and not torch.equal(restarted.cluster.global_params, after_first["params"])
+        assert restarted.rounds_done == 3
+        restarted.rewind(3)  # round 3 was reported: nothing to undo
+        assert restarted.rounds_done == 3 and not torch.equal(restarted.cluster.global_params, after_first["params"])
         restarted.rewind(1)  # it was not
         assert restarted.rounds_done == 1 and torch.equal(restarted.cluster.global_params, after_first["params"])
         assert restarted.cluster.evaluate() == (first["accuracy"], first["loss"])
